@@ -1,0 +1,351 @@
+"""How a simulated user answers a slate: every behaviour of every shown item, and leaving.
+
+The response model is a chain of logistic draws around one latent per impression, the
+satisfaction of watching the item:
+
+    affinity      a = <user interest, item topic>                      (cosine, in [-1, 1])
+    fatigue       phi = recent impressions of the item's topic (decayed) + earlier ones in
+                  this slate
+    click         P = sigmoid(c0 + c_a a + c_b bait + c_act[activity] - c_pos position
+                              - c_phi phi)
+    satisfaction  z = s_a a + s_q (quality - 1/2) - s_b bait - s_phi phi + noise
+    watch ratio   clicked: exp(w0 + w_z z - w_d log(duration / 30 s) + noise), at most 3;
+                  not clicked: a glance of up to `glance_seconds`
+    long view     watch time >= 18 s or watch ratio >= 1 (KuaiRand's rule; it reproduces
+                  98.5% of the long_view labels of the explicit-feedback subset)
+    like, hate    sigmoid of z, click and long view; hate only when not liked
+    follow, comment, forward   sigmoid of like/hate and z; forwards also follow click-bait
+
+The leave model is a patience budget: each request costs one unit, and the slate's value
+(long views, likes, follows, minus hates) refills it; the user leaves when it runs out.
+The calibration of the coefficients against KuaiRand is in envs/README.md.
+
+Letters used in shape comments: N users, S slate, F feedback fields, T topic dimensions,
+I items, K fatigue topics, D uniform draws per impression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from envs.catalog import ACTIVITY_LEVELS, Catalog
+from envs.spec import BEHAVIOURS, FEEDBACK_FIELDS
+
+# Uniform draws per impression, in this order.
+DRAWS = ("click", "satisfaction", "watch", "like", "hate", "follow", "comment", "forward")
+NUM_DRAWS = len(DRAWS)
+
+WATCH_RATIO_CAP = 3.0  # FEEDBACK_FIELDS' watch ratio is capped at 3 (spec.py)
+REFERENCE_DURATION_S = 30.0  # duration at which the watch-ratio duration term is zero
+
+# The default reward and the oracle's "true engagement" of a slate: watch minutes plus
+# behaviour bonuses. A follow is worth most (a lasting relation), a hate costs as much.
+TRUE_ENGAGEMENT_WEIGHTS: dict[str, float] = {
+    "watch_minutes": 1.0, "like": 0.5, "follow": 1.0, "comment": 0.5, "forward": 0.5,
+    "hate": -1.0,
+}
+
+_COLUMN = {name: index for index, name in enumerate(FEEDBACK_FIELDS)}
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    """Coefficients of the response, fatigue, drift and leave models (see module docstring).
+
+    Defaults are hand-calibrated so that, under the popularity logging policy and the same
+    like-or-hate selection as KuaiRand's explicit-feedback subset, every behaviour moves
+    with like versus hate in the direction the subset shows (envs/README.md has the table).
+    """
+
+    click_bias: float = -1.0  # with the other terms gives a click rate near 0.3 for popular slates
+    click_affinity: float = 2.0  # interest is the main driver of a click
+    click_clickbait: float = 1.8  # bait attracts clicks (then disappoints, see satisfaction)
+    click_position: float = 0.06  # mild position bias: ~0.5 logit from first to tenth slot
+    click_activity: tuple[float, ...] = (-0.5, -0.2, 0.0, 0.2)  # per ACTIVITY_LEVELS, low to full
+    fatigue_weight: float = 0.12  # logit lost per recent same-topic impression (click and z)
+    fatigue_decay: float = 0.5  # per request: the window is ~2 requests = the short-term 20 items
+    satisfaction_affinity: float = 2.5  # liked topics satisfy
+    satisfaction_quality: float = 3.0  # quality is what separates liked from hated items
+    satisfaction_clickbait: float = 2.0  # bait disappoints: hated items are bait more often
+    satisfaction_noise: float = 0.6  # logistic scale: two views of one item can differ
+    watch_bias: float = -0.45  # median watch ratio of a clicked neutral item ~0.65
+    watch_satisfaction: float = 0.35  # satisfied users watch to the end and replay
+    watch_duration: float = 0.35  # longer videos are watched to a smaller ratio (KuaiRand)
+    watch_noise: float = 0.3  # logistic scale of the watch ratio in log space
+    glance_seconds: float = 6.0  # a scroll-past is watched for up to this long (KuaiRand ~3 s)
+    long_view_seconds: float = 18.0  # KuaiRand's long-view rule: 18 s or the whole video
+    like_bias: float = -5.4  # like rate of a few percent
+    like_satisfaction: float = 1.1  # likes follow satisfaction
+    like_long_view: float = 0.6  # a liked item is usually watched long
+    like_click: float = 0.9  # ... and clicked (KuaiRand: 72% of liked vs 41% of hated)
+    hate_bias: float = -6.0  # hate is rare (well under 1%)
+    hate_satisfaction: float = 0.8  # dissatisfaction drives hate
+    hate_click: float = 1.0  # a disappointing click is more hateful than a glance
+    follow_bias: float = -7.5  # follows are rarer than likes
+    follow_satisfaction: float = 0.5
+    follow_like: float = 1.8  # KuaiRand: follows almost only on liked items
+    comment_bias: float = -6.3
+    comment_like: float = 1.6  # KuaiRand: comments 4.7x as often on liked as on hated items
+    comment_hate: float = 0.9  # ... but hated items draw comments too
+    comment_long_view: float = 1.8  # KuaiRand: comments 4.7x as often after a long view
+    forward_bias: float = -6.9
+    forward_clickbait: float = 1.5  # bait is shared
+    forward_like: float = 0.2
+    forward_long_view: float = 1.2  # KuaiRand: forwards 2x as often after a long view
+    forward_hate: float = 1.8  # KuaiRand: forwards 2.3x as often on hated as on liked items
+    drift_rate: float = 0.02  # interest moves 2% toward each engaged item (away from hated ones)
+    initial_patience: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0)  # requests, per activity level
+    patience_cap: float = 8.0  # good slates cannot bank more than a few requests
+    request_cost: float = 1.0  # every request spends one unit of patience
+    refill_per_value: float = 0.32  # ~3 long views per slate keep a user roughly even
+
+    def __post_init__(self) -> None:
+        for name in ("click_activity", "initial_patience"):
+            if len(getattr(self, name)) != len(ACTIVITY_LEVELS):
+                raise ValueError(
+                    f"{name} needs one value per activity level {ACTIVITY_LEVELS}, got "
+                    f"{getattr(self, name)}; pass a tuple of {len(ACTIVITY_LEVELS)} numbers"
+                )
+        if not 0.0 <= self.fatigue_decay < 1.0:
+            raise ValueError(
+                f"fatigue_decay must be in [0, 1) (the share of fatigue kept per request), "
+                f"got {self.fatigue_decay}"
+            )
+        if not 0.0 <= self.drift_rate < 1.0:
+            raise ValueError(f"drift_rate must be in [0, 1), got {self.drift_rate}")
+        for name in ("fatigue_weight", "satisfaction_noise", "watch_noise", "glance_seconds",
+                     "long_view_seconds", "request_cost", "refill_per_value"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.patience_cap <= 0 or min(self.initial_patience) <= 0:
+            raise ValueError(
+                f"patience_cap ({self.patience_cap}) and initial_patience "
+                f"({self.initial_patience}) must be > 0, or every session ends at once"
+            )
+
+
+class ItemTable(NamedTuple):
+    """The catalog arrays the response model reads, in the dtypes it computes in."""
+
+    topics: np.ndarray  # (I, T) float64, hidden
+    quality: np.ndarray  # (I,) float64, hidden
+    clickbait: np.ndarray  # (I,) float64, hidden
+    duration_s: np.ndarray  # (I,) float64
+    log_duration: np.ndarray  # (I,) float64: log(duration / REFERENCE_DURATION_S)
+    fatigue_topic: np.ndarray  # (I,) int64: the middle category, the unit of boredom
+    num_fatigue_topics: int
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> ItemTable:
+        duration = catalog.duration_s.astype(np.float64)
+        return cls(
+            topics=catalog.topics.astype(np.float64),
+            quality=catalog.quality.astype(np.float64),
+            clickbait=catalog.clickbait.astype(np.float64),
+            duration_s=duration,
+            log_duration=np.log(duration / REFERENCE_DURATION_S),
+            fatigue_topic=catalog.category[:, 1].astype(np.int64),
+            num_fatigue_topics=int(catalog.category[:, 1].max()) + 1,
+        )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logistic_noise(u: np.ndarray) -> np.ndarray:
+    return np.log(u) - np.log1p(-u)
+
+
+def click_logit(
+    config: ResponseConfig, affinity: np.ndarray, clickbait: np.ndarray, activity: np.ndarray,
+    fatigue: np.ndarray, positions: np.ndarray,
+) -> np.ndarray:
+    """Click logit of each impression; every input broadcasts to (N, S)."""
+    activity_offset = np.asarray(config.click_activity)[activity]
+    return (
+        config.click_bias + config.click_affinity * affinity + config.click_clickbait * clickbait
+        + activity_offset - config.click_position * positions - config.fatigue_weight * fatigue
+    )
+
+
+def satisfaction_mean(
+    config: ResponseConfig, affinity: np.ndarray, quality: np.ndarray, clickbait: np.ndarray,
+    fatigue: np.ndarray,
+) -> np.ndarray:
+    """Expected satisfaction of watching each item (the latent behind like, hate and watch)."""
+    return (
+        config.satisfaction_affinity * affinity + config.satisfaction_quality * (quality - 0.5)
+        - config.satisfaction_clickbait * clickbait - config.fatigue_weight * fatigue
+    )
+
+
+def respond(
+    config: ResponseConfig,
+    items: ItemTable,
+    interest: np.ndarray,
+    activity: np.ndarray,
+    slate: np.ndarray,
+    shown: np.ndarray,
+    fatigue: np.ndarray,
+    draws: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Feedback of every impression: (N, S, F) float32 in FEEDBACK_FIELDS order.
+
+    interest (N, T) unit vectors; activity (N,) activity level; slate (N, S) item ids
+    (anything where not shown); shown (N, S) bool; fatigue (N, S) same-topic exposure;
+    draws (N, S, D) uniforms in (0, 1), D = NUM_DRAWS in `DRAWS` order; positions (S,) the
+    slot of each column in its slate (default: the column index). Unshown slots get
+    all-zero feedback.
+    """
+    if positions is None:
+        positions = np.arange(slate.shape[1])
+    safe = np.where(shown, slate, 0)
+    affinity = np.einsum("nst,nt->ns", items.topics[safe], interest)  # (N, S)
+    clickbait = items.clickbait[safe]
+    duration = items.duration_s[safe]
+    u = {name: draws[..., index] for index, name in enumerate(DRAWS)}
+
+    click = u["click"] < _sigmoid(
+        click_logit(config, affinity, clickbait, activity[:, None], fatigue, positions)
+    )
+    satisfaction = satisfaction_mean(
+        config, affinity, items.quality[safe], clickbait, fatigue
+    ) + config.satisfaction_noise * _logistic_noise(u["satisfaction"])
+    watched_ratio = np.exp(
+        config.watch_bias + config.watch_satisfaction * satisfaction
+        - config.watch_duration * items.log_duration[safe]
+        + config.watch_noise * _logistic_noise(u["watch"])
+    )
+    glance_ratio = config.glance_seconds * u["watch"] / duration
+    watch_ratio = np.minimum(np.where(click, watched_ratio, glance_ratio), WATCH_RATIO_CAP)
+    watch_time = watch_ratio * duration
+    long_view = (watch_time >= config.long_view_seconds) | (watch_ratio >= 1.0)
+
+    like = u["like"] < _sigmoid(
+        config.like_bias + config.like_satisfaction * satisfaction
+        + config.like_long_view * long_view + config.like_click * click
+    )
+    hate = ~like & (u["hate"] < _sigmoid(
+        config.hate_bias - config.hate_satisfaction * satisfaction + config.hate_click * click
+    ))
+    follow = u["follow"] < _sigmoid(
+        config.follow_bias + config.follow_satisfaction * satisfaction + config.follow_like * like
+    )
+    comment = u["comment"] < _sigmoid(
+        config.comment_bias + config.comment_like * like + config.comment_hate * hate
+        + config.comment_long_view * long_view
+    )
+    forward = u["forward"] < _sigmoid(
+        config.forward_bias + config.forward_clickbait * clickbait
+        + config.forward_like * like + config.forward_hate * hate
+        + config.forward_long_view * long_view
+    )
+    columns = {
+        "watch_time": watch_time, "watch_ratio": watch_ratio, "click": click,
+        "long_view": long_view, "like": like, "follow": follow, "comment": comment,
+        "forward": forward, "hate": hate,
+    }
+    feedback = np.stack([columns[name] for name in FEEDBACK_FIELDS], axis=-1)  # (N, S, F)
+    return np.where(shown[..., None], feedback, 0.0).astype(np.float32)
+
+
+def engaged(feedback: np.ndarray) -> np.ndarray:
+    """Whether each impression counts as positive feedback: (..., F) -> (...) bool.
+
+    Positive = a long view, like, follow, comment or forward, and no hate. A click alone is
+    not enough: in a feed a click is often a glance.
+    """
+    positive = feedback[..., [_COLUMN[name] for name in
+                              ("long_view", "like", "follow", "comment", "forward")]].any(-1)
+    return positive & (feedback[..., _COLUMN["hate"]] == 0)
+
+
+def slate_value(feedback: np.ndarray) -> np.ndarray:
+    """What a slate gives the user, the patience refill: (N, S, F) -> (N,)."""
+    column = {name: feedback[..., _COLUMN[name]] for name in ("long_view", "like", "follow",
+                                                               "hate")}
+    per_item = column["long_view"] + column["like"] + 2.0 * column["follow"] - 2.0 * column["hate"]
+    return per_item.sum(axis=-1, dtype=np.float64)
+
+
+def true_engagement(feedback: np.ndarray) -> np.ndarray:
+    """The oracle's engagement of each slate: (N, S, F) -> (N,) float64.
+
+    Watch minutes plus `TRUE_ENGAGEMENT_WEIGHTS` per behaviour, summed over the slate.
+    """
+    total = feedback[..., _COLUMN["watch_time"]].sum(-1, dtype=np.float64) / 60.0
+    total = total * TRUE_ENGAGEMENT_WEIGHTS["watch_minutes"]
+    for name, weight in TRUE_ENGAGEMENT_WEIGHTS.items():
+        if name != "watch_minutes":
+            total = total + weight * feedback[..., _COLUMN[name]].sum(-1, dtype=np.float64)
+    return total
+
+
+def oracle_outcome(feedback: np.ndarray, left: np.ndarray) -> dict[str, np.ndarray]:
+    """The true outcome of each slate, keyed as in `info`: each value (N,).
+
+    `true_watch_time` (seconds), `true_engagement`, `true_<behaviour>` counts, `left`.
+    """
+    outcome = {
+        "true_watch_time": feedback[..., _COLUMN["watch_time"]].sum(-1, dtype=np.float64),
+        "true_engagement": true_engagement(feedback),
+    }
+    for name in BEHAVIOURS:
+        outcome[f"true_{name}"] = feedback[..., _COLUMN[name]].sum(-1).astype(np.int64)
+    outcome["left"] = np.asarray(left, dtype=bool)
+    return outcome
+
+
+ORACLE_FIELDS: tuple[str, ...] = (
+    "true_watch_time", "true_engagement", *(f"true_{name}" for name in BEHAVIOURS), "left",
+)
+
+
+def update_patience(
+    config: ResponseConfig, patience: np.ndarray, feedback: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spend one request and refill by the slate's value: -> (new patience (N,), left (N,))."""
+    refilled = patience - config.request_cost + config.refill_per_value * slate_value(feedback)
+    patience = np.minimum(refilled, config.patience_cap)
+    return patience, patience <= 0.0
+
+
+def slate_fatigue(
+    fatigue_state: np.ndarray, topics: np.ndarray, shown: np.ndarray
+) -> np.ndarray:
+    """Exposure to each item's topic: state (N, K), topics and shown (N, S) -> (N, S).
+
+    The decayed count of recent requests' impressions of the topic plus the impressions of
+    the same topic earlier in this slate.
+    """
+    recent = np.take_along_axis(fatigue_state, topics, axis=1)  # (N, S)
+    slots = topics.shape[1]
+    earlier = np.tri(slots, slots, -1, dtype=bool)  # earlier[s, r]: r comes before s
+    same = (topics[:, :, None] == topics[:, None, :]) & earlier & shown[:, None, :]
+    return recent + same.sum(-1)
+
+
+def decay_fatigue(
+    config: ResponseConfig, fatigue_state: np.ndarray, topics: np.ndarray, shown: np.ndarray
+) -> np.ndarray:
+    """Fatigue after a request: decay, then count this slate's impressions per topic."""
+    users, num_topics = fatigue_state.shape
+    flat = (np.arange(users)[:, None] * num_topics + topics)[shown]
+    counts = np.bincount(flat, minlength=users * num_topics).reshape(users, num_topics)
+    return fatigue_state * config.fatigue_decay + counts
+
+
+def drift_interest(
+    config: ResponseConfig, items: ItemTable, interest: np.ndarray, slate: np.ndarray,
+    feedback: np.ndarray,
+) -> np.ndarray:
+    """Interest after a request: toward engaged items' topics, away from hated ones (N, T)."""
+    pull = engaged(feedback).astype(np.float64) - feedback[..., _COLUMN["hate"]]  # (N, S)
+    safe = np.maximum(slate, 0)
+    moved = interest + config.drift_rate * np.einsum("ns,nst->nt", pull, items.topics[safe])
+    return moved / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,140 @@
+"""`onerec-lab`: the command line of the lab.
+
+Every command is a module under `onerec_lab/commands/` with one arguments dataclass and a
+`run(args) -> dict` function. The registry below names them; modules are imported only when
+their command runs, so `onerec-lab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, NamedTuple
+
+from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+
+
+class Command(NamedTuple):
+    """Where a command lives: `module.run(module.<args_class>(...)) -> dict`."""
+
+    module: str
+    args_class: str
+    summary: str
+
+
+# Command path (a tuple of words, e.g. ("bench", "env")) -> where it lives.
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("quickstart",): Command(
+        "onerec_lab.commands.quickstart", "QuickstartArgs",
+        "the main job on the embedded synthetic world, end to end",
+    ),
+    ("simulate",): Command(
+        "onerec_lab.commands.simulate", "SimulateArgs",
+        "log sessions of a logging policy (random, popular) in the simulator",
+    ),
+    ("bench", "env"): Command(
+        "onerec_lab.commands.bench_env", "BenchEnvArgs",
+        "simulator throughput: native vector env against SyncVectorEnv",
+    ),
+    ("tokenize",): Command(
+        "onerec_lab.commands.tokenize", "TokenizeArgs",
+        "learn semantic IDs (residual k-means) for a catalog and report their quality",
+    ),
+    ("pretrain",): Command(
+        "onerec_lab.commands.pretrain", "PretrainArgs",
+        "pre-train OneRec by next-token prediction on logged sessions (or Beauty histories)",
+    ),
+    ("reward", "fit"): Command(
+        "onerec_lab.commands.reward_fit", "RewardFitArgs",
+        "fit the P-score on logged sessions and search its fusion weights (Pareto)",
+    ),
+    ("reward", "check"): Command(
+        "onerec_lab.commands.reward_check", "RewardCheckArgs",
+        "score logged slates with a reward spec and report the mean of each component",
+    ),
+    ("evaluate-offline",): Command(
+        "onerec_lab.commands.evaluate_offline", "EvaluateOfflineArgs",
+        "train OneRec or SASRec on Amazon Beauty and rank with TIGER's protocol (Recall/NDCG)",
+    ),
+}
+
+
+def _load(command: Command) -> tuple[Any, Any]:
+    module = importlib.import_module(command.module)
+    return getattr(module, command.args_class), module.run
+
+
+def usage() -> str:
+    """The top-level help: every command with its summary (no command module is imported)."""
+    width = max(len(" ".join(path)) for path in COMMANDS)
+    lines = [
+        "usage: onerec-lab COMMAND [options]   (onerec-lab COMMAND --help for its options)",
+        "",
+        "An RL environment and alignment lab for OneRec-style generative recommenders.",
+        "",
+        "commands:",
+        *(f"  {' '.join(path):<{width}}  {command.summary}" for path, command in COMMANDS.items()),
+    ]
+    return "\n".join(lines)
+
+
+def find_command(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    """Split argv into the longest command path it starts with and the remaining options."""
+    for length in range(min(len(argv), max(map(len, COMMANDS))), 0, -1):
+        if tuple(argv[:length]) in COMMANDS:
+            return tuple(argv[:length]), argv[length:]
+    return None
+
+
+def build_parser(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The parser of one command; only that command's module is imported."""
+    command = COMMANDS[path]
+    parser = argparse.ArgumentParser(
+        prog="onerec-lab " + " ".join(path), description=command.summary
+    )
+    args_class, _ = _load(command)
+    add_dataclass_arguments(parser, args_class)
+    return parser
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """Print a command's result: one JSON object, or a readable table."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `onerec-lab` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    found = find_command(argv)
+    if found is None:
+        print(usage(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    path, options = found
+    namespace = build_parser(path).parse_args(options)
+    args_class, run = _load(COMMANDS[path])
+    try:
+        args = build_from_namespace(args_class, namespace)
+        result = run(args)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"onerec-lab {' '.join(path)}: error: {message}", file=sys.stderr)
+        return 2
+    print_result(result, getattr(args, "json", False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""`onerec-lab evaluate-offline`: train a model on Amazon Beauty and rank with TIGER's protocol.
+
+Leave-one-out (each user's last item is the target, the second last is held out for
+validation, the rest trains), histories of at most 20 items, full ranking over all items,
+Recall@5/10 and NDCG@5/10 (`trainers.offline_eval`). The budget used (optimiser steps, wall
+time, hardware) is part of the result: a figure means little without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from envs.beauty import SequenceDataset, load_beauty
+from policies.config import config_for
+from policies.encoder import Context
+from policies.generation import beam_search
+from policies.item_embeddings import ItemEmbeddingConfig, consecutive_pairs, train_item_embeddings
+from policies.onerec import build_policy
+from policies.rq_kmeans import RQKMeansConfig
+from policies.sasrec import SASRecConfig, train_sasrec
+from policies.tokenizer import build_semantic_ids
+from trainers.offline_eval import Ranker, evaluate_ranker
+from trainers.pretrain import PretrainConfig, pretrain
+from trainers.pretrain_data import HistoryExamples
+
+KS = (5, 10)  # TIGER reports Recall and NDCG at 5 and 10
+ONEREC_LEARNING_RATE = 1e-3  # AdamW peak step of OneRec's next-token training (PretrainConfig's)
+
+
+@dataclass(frozen=True)
+class EvaluateOfflineArgs:
+    """Options of `onerec-lab evaluate-offline`."""
+
+    data: str  # a Beauty.txt-format file: one line per user, "user_id item_id ...", oldest first
+    model: Literal["onerec", "sasrec"] = "onerec"  # semantic-ID OneRec or item-id SASRec
+    preset: str = "tiny"  # OneRec size preset (policies.config.PRESETS); SASRec has one size
+    steps: int = 300  # optimiser steps of training (SASRec: an epoch of Beauty is ~180 steps)
+    seed: int = 0  # seeds initialisation, batch order and dropout
+    batch_size: int = 128  # training examples per optimiser step
+    beam: int = 20  # OneRec beam width; must be >= 10 to fill a top-10 list
+    codebook: int = 256  # OneRec codes per level, 3 levels (TIGER's 3 x 256 on Beauty)
+    learning_rate: float | None = None  # AdamW step; default SASRec 3e-3, OneRec 1e-3
+    exclude_history: bool = False  # SASRec only: mask history items, as the S3-Rec code does
+    json: bool = False  # print one JSON object instead of a table
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "codebook"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.beam < max(KS):
+            raise ValueError(
+                f"--beam must be >= {max(KS)} to fill a top-{max(KS)} list, got {self.beam}"
+            )
+        if self.exclude_history and self.model == "onerec":
+            raise ValueError(
+                "--exclude-history applies to --model sasrec (a score over every item); "
+                "OneRec's beam search is evaluated as generated, as in TIGER"
+            )
+
+
+def hardware_description() -> str:
+    """What the run used: the GPU when torch sees one, else the CPU and torch's thread count."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"CPU {cpu}, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores, "
+        f"torch {torch.__version__}"
+    )
+
+
+class TrainedRanker(NamedTuple):
+    """A trained model's ranker for `evaluate_ranker` and what its training reported."""
+
+    ranker: Ranker  # histories (B, T) -> scores (B, N) or item lists (B, beam)
+    final_loss: float  # mean training loss over the last 10 steps
+    details: dict[str, Any]  # model-specific facts worth printing (codebooks, sizes...)
+
+
+def next_item_examples(
+    sequences: Sequence[np.ndarray], max_history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (history, next item) pair of the sequences, histories cut to the last
+    `max_history` items and left-padded: (P, max_history) int64 and (P,) int64."""
+    histories, targets = [], []
+    for sequence in sequences:
+        for position in range(1, len(sequence)):
+            history = sequence[max(0, position - max_history):position]
+            histories.append(np.pad(history, (max_history - len(history), 0), constant_values=-1))
+            targets.append(sequence[position])
+    if not targets:
+        raise ValueError("the training sequences hold no (history, next item) pair; every "
+                         "user needs at least two training items")
+    return np.stack(histories).astype(np.int64), np.asarray(targets, dtype=np.int64)
+
+
+def train_sasrec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> TrainedRanker:
+    """SASRec on the training sequences; it ranks by scoring every item."""
+    config = SASRecConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    if args.learning_rate is not None:
+        config = dataclasses.replace(config, learning_rate=args.learning_rate)
+    losses: list[float] = []
+    model = train_sasrec(dataset.train_sequences, dataset.num_items, config,
+                         on_step=lambda step, loss: losses.append(loss))
+    details = {"negatives": config.negatives, "width": config.width, "layers": config.layers}
+    return TrainedRanker(model.scores, float(np.mean(losses[-10:])), details)
+
+
+def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> TrainedRanker:
+    """Semantic IDs from the training sequences, then OneRec trained by next-token prediction
+    on (history -> next item) pairs; it ranks by trie-constrained beam search."""
+    pairs = consecutive_pairs(dataset.train_sequences)
+    embeddings = train_item_embeddings(
+        dataset.num_items, pairs, ItemEmbeddingConfig(seed=args.seed)
+    )
+    quantizer = RQKMeansConfig(codebook_sizes=(args.codebook,) * 3, seed=args.seed)
+    codec = build_semantic_ids(embeddings, quantizer).codec
+    config = config_for(args.preset, num_items=dataset.num_items,
+                        codebook_sizes=codec.codebook_sizes)
+    policy = build_policy(config, seed=args.seed)
+    policy.set_item_codes(codec.item_codes)
+    histories, targets = next_item_examples(dataset.train_sequences, max_history=20)
+    training = PretrainConfig(
+        learning_rate=args.learning_rate or ONEREC_LEARNING_RATE, max_steps=args.steps,
+        warmup_steps=min(20, args.steps // 10), per_device_train_batch_size=args.batch_size,
+        seed=args.seed, progress=False,
+    )
+    result = pretrain(policy, HistoryExamples(histories, targets, dataset.num_items), training)
+    policy.eval()
+    device = next(policy.parameters()).device
+    constraint = policy.codec.to(device)
+
+    def ranker(history: torch.Tensor) -> torch.Tensor:
+        context = Context.from_history(history.to(device))
+        return beam_search(policy, context, args.beam, constraint).items.cpu()  # (B, beam)
+
+    details = {"codebook_sizes": list(codec.codebook_sizes), "preset": args.preset,
+               "training_pairs": len(targets)}
+    return TrainedRanker(ranker, result.final_loss, details)
+
+
+def run(args: EvaluateOfflineArgs) -> dict[str, Any]:
+    """Train the chosen model on the training part of `args.data` and rank the test targets."""
+    dataset = load_beauty(args.data, max_history=20)
+    train = train_onerec_ranker if args.model == "onerec" else train_sasrec_ranker
+    start = time.perf_counter()
+    trained = train(dataset, args)
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate_ranker(
+        trained.ranker, dataset.test, ks=KS, exclude_history=args.exclude_history
+    )
+    return {
+        "model": args.model,
+        **{f"{name}@{k}": metrics[f"{name}@{k}"] for k in KS for name in ("recall", "ndcg")},
+        "invalid_rate": metrics["invalid_rate"],
+        "users": metrics["users"],
+        "items": dataset.num_items,
+        "exclude_history": args.exclude_history,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "final_loss": trained.final_loss,
+        **trained.details,
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+        "hardware": hardware_description(),
+    }

@@ -1,0 +1,111 @@
+"""Ring buffers, the hierarchical k-means and the lifelong compression."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs.pathways import Pathways, RingBuffer, compress_lifelong, hierarchical_kmeans
+from envs.spec import BLANK, NUM_FEEDBACK
+
+
+@settings(max_examples=40, deadline=None)
+@given(length=st.integers(1, 6),
+       pushes=st.lists(st.lists(st.tuples(st.integers(0, 99), st.booleans()), max_size=8),
+                       max_size=6))
+def test_ring_buffer_window_is_the_last_entries_most_recent_last(length: int,
+                                                                 pushes: list) -> None:
+    buffer = RingBuffer(num_users=2, length=length, width=1)
+    history: list[int] = []
+    for push in pushes:
+        if not push:
+            continue
+        items = np.array([[item for item, _ in push]] * 2)
+        keep = np.array([[kept for _, kept in push], [False] * len(push)])
+        buffer.push(items, items[..., None].astype(np.float32), keep)
+        history += [item for item, kept in push if kept]
+    items, values = buffer.window()
+    expected = ([BLANK] * length + history)[-length:]
+    assert items[0].tolist() == expected
+    assert values[0, :, 0].tolist() == [max(item, 0) for item in expected]
+    assert items[1].tolist() == [BLANK] * length  # the second user kept nothing
+
+
+def test_kmeans_on_six_points_finds_the_two_groups() -> None:
+    points = np.array([[[0.0, 0.0], [0.1, 0.0], [0.0, 0.1],
+                        [5.0, 5.0], [5.1, 5.0], [5.0, 5.1]]])
+    labels = hierarchical_kmeans(points, np.ones((1, 6), dtype=np.int64), max_clusters=2)
+    assert labels[0, :3].tolist() == [labels[0, 0]] * 3
+    assert labels[0, 3:].tolist() == [labels[0, 3]] * 3 and labels[0, 0] != labels[0, 3]
+
+
+def test_kmeans_splits_into_cube_root_many_and_respects_the_budget() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 3)) * 20
+    points = (centres[np.arange(64) % 4] + rng.normal(size=(64, 3)))[None]  # |D| = 64
+    labels = hierarchical_kmeans(points, np.ones((1, 64), dtype=np.int64), max_clusters=4)
+    # floor(cbrt(64)) = 4 children at the first level, which is the whole budget
+    assert sorted(np.unique(labels[0])) == [0, 1, 2, 3]
+    for centre in range(4):
+        assert len(np.unique(labels[0, np.arange(64) % 4 == centre])) == 1
+
+
+def test_weights_stand_for_repeated_points_and_padding_is_ignored() -> None:
+    points = np.array([[[0.0], [1.0], [10.0], [11.0], [99.0]]])
+    weights = np.array([[3, 1, 2, 2, 0]])
+    labels = hierarchical_kmeans(points, weights, max_clusters=2)
+    assert labels[0, 4] == -1
+    assert labels[0, 0] == labels[0, 1] != labels[0, 2] == labels[0, 3]
+
+
+def test_lifelong_entries_by_hand() -> None:
+    content = np.array([[0.0, 0.0], [0.2, 0.0], [9.0, 9.0], [9.4, 9.0], [9.2, 9.0]])
+    items = np.array([[2, 0, 1, 0, 3, 4]])  # oldest first
+    feedback = np.zeros((1, 6, NUM_FEEDBACK), dtype=np.float32)
+    feedback[0, :, 0] = [10, 20, 30, 40, 50, 60]
+    entries, features = compress_lifelong(items, feedback, content, length=2)
+    # clusters {0, 1} (impressions 1, 2, 3) and {2, 3, 4} (impressions 0, 4, 5); the second
+    # was seen last, so it comes last; nearest to {0,0,0.2}'s mean is item 0, to 9.2's item 4
+    assert entries.tolist() == [[0, 4]]
+    assert features[0, :, 0].tolist() == [30.0, 40.0]
+    assert features[0, :, NUM_FEEDBACK].tolist() == [3.0, 3.0]
+
+
+def test_short_histories_are_not_compressed_and_pad_in_front() -> None:
+    content = np.eye(4)
+    items = np.array([[3, 1, 2]])
+    feedback = np.ones((1, 3, NUM_FEEDBACK), dtype=np.float32)
+    entries, features = compress_lifelong(items, feedback, content, length=5)
+    assert entries.tolist() == [[BLANK, BLANK, 3, 1, 2]]
+    assert features[0, :2].sum() == 0 and (features[0, 2:, NUM_FEEDBACK] == 1).all()
+
+
+def test_a_users_lifelong_does_not_depend_on_the_batch() -> None:
+    rng = np.random.default_rng(1)
+    content = rng.normal(size=(300, 8))
+    items = rng.integers(0, 300, size=(4, 500))
+    feedback = rng.random((4, 500, NUM_FEEDBACK)).astype(np.float32)
+    batch_items, batch_features = compress_lifelong(items, feedback, content, length=32)
+    alone_items, alone_features = compress_lifelong(items[2:3], feedback[2:3], content, 32)
+    assert np.array_equal(batch_items[2:3], alone_items)
+    assert np.array_equal(batch_features[2:3], alone_features)
+    assert (batch_features[..., NUM_FEEDBACK].sum(1) == 500).all()
+    assert (batch_items >= 0).sum(1).max() <= 32
+
+
+def test_restore_then_record_continues_like_the_original() -> None:
+    rng = np.random.default_rng(2)
+    original = Pathways(1, short_term_length=4, positive_length=3, lifelong_length=2,
+                        lifelong_history=10)
+    history = rng.integers(0, 50, size=(1, 9))
+    feedback = (rng.random((1, 9, NUM_FEEDBACK)) < 0.5).astype(np.float32)
+    original.start(np.array([0]), np.zeros((1, 5), dtype=np.int64), history, feedback,
+                   np.array([[1, 2]]), np.zeros((1, 2, NUM_FEEDBACK + 1), dtype=np.float32))
+    copy = Pathways(1, 4, 3, 2, 10)
+    copy.restore(np.array([0]), original.observation())
+    slate, shown = rng.integers(0, 50, size=(1, 3)), np.array([[True, False, True]])
+    for pathways in (original, copy):
+        pathways.record(slate, feedback[:, :3], shown)
+    for key, value in original.observation().items():
+        assert np.array_equal(value, copy.observation()[key]), key

@@ -1,0 +1,93 @@
+"""`OneRecVectorEnv`: registration, autoreset, and the same dynamics as the single env."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from envs.catalog import CatalogConfig, generate_synthetic_catalog
+from envs.session_env import OneRecSession
+from envs.simulator import SessionConfig
+from envs.users import PopulationConfig
+from envs.vector_env import OneRecVectorEnv
+
+CATALOG = generate_synthetic_catalog(CatalogConfig(num_items=800, num_creators=100), seed=1)
+SMALL = SessionConfig(population=PopulationConfig(warm_history=400))
+
+
+def _slates(seed: int, steps: int, users: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-1, CATALOG.num_items, size=(steps, users, 10))
+
+
+def test_make_vec_returns_the_native_vector_env() -> None:
+    vector = gym.make_vec(envs.ENV_ID, num_envs=3, catalog=CATALOG, config=SMALL)
+    assert isinstance(vector.unwrapped, OneRecVectorEnv)
+    assert vector.unwrapped.max_episode_steps == 100
+    observation, _ = vector.reset(seed=0)
+    assert observation["positive_feedback"].shape == (3, 256, 9)
+    assert observation in vector.observation_space
+
+
+def test_env_i_follows_the_single_env_reset_with_seed_plus_i() -> None:
+    users, steps, seed = 3, 30, 40
+    vector = OneRecVectorEnv(num_envs=users, max_episode_steps=6, catalog=CATALOG, config=SMALL)
+    singles = [gym.wrappers.TimeLimit(OneRecSession(catalog=CATALOG, config=SMALL), 6)
+               for _ in range(users)]
+    vector_observation, _ = vector.reset(seed=seed)
+    single_observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    done = [False] * users
+    restarts = 0
+    for slate in _slates(seed, steps, users):
+        vector_observation, rewards, terminated, truncated, info = vector.step(slate)
+        for i, env in enumerate(singles):
+            if done[i]:  # NEXT_STEP autoreset: this step starts the env's next user
+                single_observations[i], _ = env.reset()
+                assert rewards[i] == 0 and not terminated[i] and not truncated[i]
+                done[i] = False
+                restarts += 1
+            else:
+                single_observations[i], reward, single_terminated, single_truncated, single_info = (
+                    env.step(slate[i]))
+                assert rewards[i] == reward
+                assert (terminated[i], truncated[i]) == (single_terminated, single_truncated)
+                assert np.array_equal(info["feedback"][i], single_info["feedback"])
+                assert info["true_watch_time"][i] == single_info["true_watch_time"]
+                done[i] = single_terminated or single_truncated
+            for key, value in single_observations[i].items():
+                assert np.array_equal(vector_observation[key][i], value), key
+    assert restarts >= users  # every env went through at least one autoreset
+
+
+def test_same_seed_same_vector_rollout_and_list_seeds() -> None:
+    traces = []
+    for seed in (7, [7, 8]):
+        vector = OneRecVectorEnv(num_envs=2, catalog=CATALOG, config=SMALL)
+        observation, _ = vector.reset(seed=seed)
+        trace = [observation["lifelong_items"]]
+        for slate in _slates(1, 4, 2):
+            observation, rewards, _, _, _ = vector.step(slate)
+            trace += [observation["positive_items"], rewards]
+        traces.append(trace)
+    for a, b in zip(*traces, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_reset_mask_restarts_only_the_chosen_envs() -> None:
+    vector = OneRecVectorEnv(num_envs=3, catalog=CATALOG, config=SMALL)
+    vector.reset(seed=0)
+    before, *_ = vector.step(np.arange(30).reshape(3, 10))
+    after, _ = vector.reset(options={"reset_mask": np.array([False, True, False])})
+    assert np.array_equal(after["positive_items"][0], before["positive_items"][0])
+    assert not np.array_equal(after["lifelong_items"][1], before["lifelong_items"][1])
+    assert vector.simulator.state.request.tolist() == [1, 0, 1]
+
+
+def test_a_bad_batch_of_actions_is_a_value_error_naming_the_action() -> None:
+    vector = OneRecVectorEnv(num_envs=2, catalog=CATALOG, config=SMALL)
+    vector.reset(seed=0)
+    with pytest.raises(ValueError, match="action .* shape"):
+        vector.step(np.arange(10))
+    with pytest.raises(ValueError, match="outside"):
+        vector.step(np.full((2, 10), CATALOG.num_items))
