@@ -1,0 +1,130 @@
+"""Business weighting: per-item multipliers on any reward that decomposes over items.
+
+- Content farms (the report's industrial reward): when the share of flagged items among a
+  slate's shown items (not blank, not repeated) exceeds f, each flagged item's reward
+  becomes alpha * r (0 < alpha <= 1); at or below the threshold nothing changes. Kuaishou
+  saw their exposure fall 9.59% with watch time stable (alpha and f were not published:
+  both are arguments here).
+- Freshness: items younger than `fresh_days` get (1 + fresh_boost) * r.
+- Long tail: items whose popularity lies below the `long_tail_quantile` of the catalog get
+  (1 + long_tail_boost) * r.
+
+The multipliers apply per item, before the slate mean (`rewards.protocol.slate_mean`), so
+`business(...)` wraps any `ItemReward` (P-score, oracle, format, a weighted sum of those) and
+the result is again an `ItemReward`, composable with everything else. Multipliers apply to
+non-negative item rewards only; a negative one (a hated item under the oracle's engagement)
+is left as it is, so a demotion never raises a reward and a boost never lowers one.
+
+Letters used in shape comments: B batch, S slate, N catalog items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from rewards.protocol import ItemReward, RewardInput, RewardOutput, shown_slots, slate_mean
+
+
+class BusinessCatalog(Protocol):
+    """The catalog fields business rules read (`envs.catalog.Catalog` has them)."""
+
+    content_farm: np.ndarray  # (N,) bool
+    age_days: np.ndarray  # (N,) float32
+    popularity: np.ndarray  # (N,) float32
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    """The business rules; the defaults demote content farms only."""
+
+    alpha: float = 0.5  # multiplier of flagged items above the threshold (report: not given)
+    f: float = 0.3  # flagged share of a slate above which alpha applies (report: not given)
+    fresh_days: float = 0.0  # items younger than this are fresh; 0 = no freshness boost
+    fresh_boost: float = 0.0  # fresh items get (1 + fresh_boost) times their reward
+    long_tail_quantile: float = 0.0  # popularity quantile below which an item is long-tail; 0 = off
+    long_tail_boost: float = 0.0  # long-tail items get (1 + long_tail_boost) times their reward
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1] (a demotion), got {self.alpha}")
+        if not 0 <= self.f < 1:
+            raise ValueError(f"f must be a share in [0, 1), got {self.f}")
+        if self.fresh_days < 0 or self.fresh_boost < 0 or self.long_tail_boost < 0:
+            raise ValueError(
+                "fresh_days, fresh_boost and long_tail_boost must be >= 0, got "
+                f"{self.fresh_days}, {self.fresh_boost}, {self.long_tail_boost}"
+            )
+        if not 0 <= self.long_tail_quantile < 1:
+            raise ValueError(f"long_tail_quantile must be in [0, 1), got {self.long_tail_quantile}")
+
+    def describe(self) -> str:
+        """The arguments that differ from 'off', as spec keywords (alpha and f always)."""
+        parts = [f"alpha={self.alpha:g}", f"f={self.f:g}"]
+        if self.fresh_days and self.fresh_boost:
+            parts += [f"fresh_days={self.fresh_days:g}", f"fresh_boost={self.fresh_boost:g}"]
+        if self.long_tail_quantile and self.long_tail_boost:
+            parts += [
+                f"long_tail_quantile={self.long_tail_quantile:g}",
+                f"long_tail_boost={self.long_tail_boost:g}",
+            ]
+        return ", ".join(parts)
+
+
+class BusinessWeighting:
+    """`inner`'s per-item reward times the business multipliers; an `ItemReward` itself."""
+
+    def __init__(self, inner: ItemReward, catalog: BusinessCatalog, config: BusinessConfig) -> None:
+        if not hasattr(inner, "item_scores"):
+            raise ValueError(
+                f"business() needs a reward that decomposes over items (pscore, oracle, format, "
+                f"or a weighted sum of those); {getattr(inner, 'name', inner)!r} does not"
+            )
+        self.inner, self.config = inner, config
+        self.name = f"business({inner.name}, {config.describe()})"
+        self.requires = inner.requires
+        popularity = np.asarray(catalog.popularity)
+        self.flagged = torch.as_tensor(np.asarray(catalog.content_farm, dtype=bool))  # (N,)
+        self.fresh = torch.as_tensor(np.asarray(catalog.age_days) < config.fresh_days)  # (N,)
+        threshold = (
+            np.quantile(popularity, config.long_tail_quantile)
+            if config.long_tail_quantile
+            else -np.inf
+        )
+        self.long_tail = torch.as_tensor(popularity < threshold)  # (N,)
+
+    def multipliers(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, S) items -> (B, S) multipliers (1 on blanks and repeats)."""
+        num_items = self.flagged.shape[0]
+        if (items >= num_items).any():
+            raise ValueError(
+                f"item id {int(items.max())} is outside the business catalog of {num_items} items"
+            )
+        if self.flagged.device != items.device:  # follow the batch, once, like module.to()
+            self.flagged, self.fresh, self.long_tail = (
+                table.to(items.device) for table in (self.flagged, self.fresh, self.long_tail)
+            )
+        shown = shown_slots(items)  # (B, S)
+        ids = items.clamp(min=0)
+        flagged = self.flagged[ids] & shown  # (B, S)
+        fresh = self.fresh[ids] & shown
+        long_tail = self.long_tail[ids] & shown
+        share = flagged.sum(1) / shown.sum(1).clamp(min=1)  # (B,) flagged share of shown items
+        demoted = flagged & (share > self.config.f)[:, None]  # (B, S)
+        ones = torch.ones(items.shape, device=items.device)
+        return (
+            torch.where(demoted, self.config.alpha, ones)
+            * torch.where(fresh, 1.0 + self.config.fresh_boost, ones)
+            * torch.where(long_tail, 1.0 + self.config.long_tail_boost, ones)
+        )  # (B, S)
+
+    def item_scores(self, batch: RewardInput) -> torch.Tensor:
+        scores = self.inner.item_scores(batch)  # (B, S)
+        weighted = scores * self.multipliers(batch.items).to(scores.dtype)
+        return torch.where(scores >= 0, weighted, scores)  # (B, S)
+
+    def __call__(self, batch: RewardInput) -> RewardOutput:
+        return RewardOutput.single(self.name, slate_mean(self.item_scores(batch), batch.items))

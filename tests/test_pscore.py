@@ -1,0 +1,180 @@
+"""The P-score: AUC by hand, fusion by hand, training on a known world, the Pareto search,
+determinism and checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rewards import (
+    ParetoConfig,
+    PScoreConfig,
+    PScoreModel,
+    PScoreTrainConfig,
+    RewardInput,
+    auc,
+    build,
+    fit_pscore,
+    fuse_logits,
+    fused_auc,
+    load_pscore,
+    pareto_search,
+    save_pscore,
+)
+from rewards.pareto import as_dict, average_ranks
+from tests.test_reward_doubles import FakeLogs, single_threaded_torch  # noqa: F401
+
+OBJECTIVES = PScoreConfig(num_items=1, num_categories=1, num_creators=1).objectives
+SIGNS = PScoreConfig(num_items=1, num_categories=1, num_creators=1).signs
+FAST = PScoreTrainConfig(epochs=5, batch_size=64, learning_rate=1e-2, pareto=ParetoConfig(steps=30))
+
+
+@pytest.fixture(scope="module")
+def known_world() -> FakeLogs:
+    return FakeLogs(num_requests=1500, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(known_world: FakeLogs):
+    return fit_pscore(known_world, known_world.catalog, FAST)
+
+
+def test_auc_by_hand_with_ties() -> None:
+    # positives score 0.4 and 0.8, negatives 0.1 and 0.4: pairs (0.4, 0.1) = 1, (0.4, 0.4) =
+    # 1/2, (0.8, 0.1) = 1, (0.8, 0.4) = 1, so AUC = 3.5 / 4.
+    scores = torch.tensor([0.1, 0.4, 0.4, 0.8])
+    labels = torch.tensor([False, True, False, True])
+    torch.testing.assert_close(
+        average_ranks(scores), torch.tensor([1.0, 2.5, 2.5, 4.0], dtype=torch.float64)
+    )
+    assert float(auc(scores, labels)) == pytest.approx(0.875)
+    two_columns = torch.stack([labels, ~labels], 1)
+    torch.testing.assert_close(
+        auc(scores, two_columns), torch.tensor([0.875, 0.125], dtype=torch.float64)
+    )
+
+
+def test_auc_without_both_classes_is_undefined_and_reported_as_none() -> None:
+    result = auc(torch.tensor([0.2, 0.3]), torch.tensor([[True, False], [True, True]]))
+    assert math.isnan(float(result[0])) and float(result[1]) == pytest.approx(1.0)
+    assert as_dict(("a", "b"), result) == {"a": None, "b": 1.0}
+
+
+def test_fused_auc_ranks_hated_items_low() -> None:
+    # One objective each way: a score that ranks the liked item first and the hated item last
+    # is perfect on both.
+    logits = torch.tensor([[2.0, -2.0], [-2.0, 2.0]])  # tower 0 positive, tower 1 "hate"
+    labels = torch.tensor([[True, False], [False, True]])
+    result = fused_auc(logits, labels, torch.tensor([0.5, 0.5]), torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(result, torch.tensor([1.0, 1.0], dtype=torch.float64))
+
+
+def test_pscore_of_dominated_pairs_by_hand() -> None:
+    # Equal weights 1/7; item a beats b on click (2 vs 1) and on hate (-1 vs 0), ties elsewhere:
+    # fused a = (2 + 1) / 7, fused b = 1 / 7.
+    weights = torch.full((7,), 1 / 7)
+    a = torch.tensor([2.0, 0, 0, 0, 0, 0, -1.0])
+    b = torch.tensor([1.0, 0, 0, 0, 0, 0, 0.0])
+    fused = torch.sigmoid(fuse_logits(torch.stack([a, b]), weights, SIGNS))
+    torch.testing.assert_close(fused, torch.sigmoid(torch.tensor([3 / 7, 1 / 7])))
+    assert fused[0] > fused[1]
+
+
+def test_towers_learn_the_known_world(fitted) -> None:
+    report = fitted.report
+    assert set(report["auc"]) == set(OBJECTIVES)
+    for name in ("click", "long_view", "like", "hate"):
+        assert report["auc"][name] > 0.6, (name, report["auc"])
+    assert report["train_loss"][-1] < report["train_loss"][0]
+
+
+def test_fit_report_keeps_the_search_promise(fitted) -> None:
+    search = fitted.report["search"]
+    for name in OBJECTIVES:
+        start, final = search["equal_weight_auc"][name], search["pscore_auc"][name]
+        if start is not None:
+            assert final >= start, name
+    weights = torch.tensor(list(fitted.report["fusion_weights"].values()))
+    torch.testing.assert_close(fitted.model.fusion_weights, weights.float(), atol=1e-6, rtol=0)
+
+
+def test_pareto_search_removes_a_noise_tower() -> None:
+    """Known answer: every label follows a latent quality q; towers 1..6 see q, tower 0 sees
+    only noise. Equal weights give the noise tower 1/7 of the score; lowering it helps every
+    objective, so the search must do that and never lower any AUC on its data."""
+    rng = np.random.default_rng(0)
+    quality = rng.normal(size=4000)
+    signs = SIGNS.double()
+    labels = torch.as_tensor(
+        rng.random((4000, 7)) < 1 / (1 + np.exp(-2 * signs.numpy() * quality[:, None]))
+    )
+    logits = torch.as_tensor(signs.numpy() * quality[:, None] + 0.5 * rng.normal(size=(4000, 7)))
+    logits[:, 0] = torch.as_tensor(4.0 * rng.normal(size=4000))
+    result = pareto_search(logits, labels, signs, ParetoConfig(steps=60))
+    assert result.accepted > 0
+    assert (result.final_auc >= result.start_auc).all()
+    assert (result.final_auc > result.start_auc).sum() >= 5
+    assert result.weights[0] < 1 / 7 / 2
+
+
+def test_same_seed_same_fit(known_world: FakeLogs) -> None:
+    config = PScoreTrainConfig(epochs=1, batch_size=128, pareto=ParetoConfig(steps=6), seed=3)
+    first = fit_pscore(known_world, known_world.catalog, config)
+    second = fit_pscore(known_world, known_world.catalog, config)
+    assert first.report == second.report
+    for name, value in first.model.state_dict().items():
+        torch.testing.assert_close(value, second.model.state_dict()[name], rtol=0, atol=0)
+
+
+def test_checkpoint_round_trip_is_atomic_and_exact(fitted, known_world: FakeLogs, tmp_path) -> None:
+    folder = save_pscore(fitted.model, tmp_path / "pscore", fitted.report)
+    assert sorted(path.name for path in folder.iterdir()) == ["pscore.json", "pscore.pt"]
+    loaded = load_pscore(folder)
+    rows = np.arange(20)
+    batch = RewardInput(items=known_world.slates[rows], context=known_world.contexts(rows))
+    torch.testing.assert_close(
+        build("pscore", pscore_model=loaded)(batch).total,
+        build("pscore", pscore_model=fitted.model)(batch).total,
+    )
+
+
+def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="reward fit"):
+        load_pscore(tmp_path)
+    (tmp_path / "pscore.json").write_text('{"kind": "codec"}')
+    (tmp_path / "pscore.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a P-score"):
+        load_pscore(tmp_path)
+
+
+def test_bad_context_and_items_are_named(fitted, known_world: FakeLogs) -> None:
+    context = known_world.contexts(np.arange(2))
+    reward = build("pscore", pscore_model=fitted.model)
+    too_big = np.full((2, 3), known_world.catalog.num_items)
+    with pytest.raises(ValueError, match="outside the P-score's catalog"):
+        reward(RewardInput(items=too_big, context=context))
+    context["static"] = context["static"].copy()
+    context["static"][0, 1] = 99
+    with pytest.raises(ValueError, match="static feature age_group"):
+        reward(RewardInput(items=known_world.slates[:2], context=context))
+    with pytest.raises(ValueError, match="needs the user context"):
+        reward(RewardInput(items=known_world.slates[:2]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pscore_reward_on_cuda_matches_cpu(fitted, known_world: FakeLogs) -> None:
+    rows = np.arange(16)
+    cpu_batch = RewardInput(items=known_world.slates[rows], context=known_world.contexts(rows))
+    cuda_batch = RewardInput(
+        items=torch.as_tensor(known_world.slates[rows]).cuda(), context=known_world.contexts(rows)
+    )
+    spec = "business(pscore, alpha=0.5, f=0.1) + 0.5*format"
+    on_cpu = build(spec, pscore_model=fitted.model, catalog=known_world.catalog)(cpu_batch)
+    model_on_gpu = PScoreModel(fitted.model.config).cuda()
+    model_on_gpu.load_state_dict(fitted.model.state_dict())
+    on_gpu = build(spec, pscore_model=model_on_gpu, catalog=known_world.catalog)(cuda_batch)
+    assert on_gpu.total.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.total.cpu(), on_cpu.total, atol=1e-5, rtol=1e-4)
