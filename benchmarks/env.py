@@ -191,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     options = parser.parse_args(argv)
     quick = options.quick
+    load_before = os.getloadavg()[0]  # other engineers' jobs share this machine
     bench = bench_env(BenchEnvArgs(
         users=64 if quick else 1024, steps=5 if quick else 50,
         reference_steps=5 if quick else 50, memory_users=256 if quick else 10_000,
     ))
+    load_after = os.getloadavg()[0]
     short_history = _native_rate(users=64 if quick else 1024, steps=5 if quick else 30,
                                  warm_history=500)
     costs = cost_breakdown(64 if quick else 1024, quick)
@@ -207,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Simulator benchmark", "", f"Command: `{command}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), "
-        f"Python {platform.python_version()}, numpy {np.__version__}.", "",
+        f"Python {platform.python_version()}, numpy {np.__version__}. One-minute load average "
+        f"{load_before:.1f} before the throughput runs and {load_after:.1f} after them: other "
+        "jobs shared the cores, so wall-clock rates are low and noisy; CPU time is the "
+        "steadier measure.", "",
         "## Throughput (all four pathways in every observation, autoresets included)", "",
         "| env | users | slate | timed requests | impressions/s |", "|---|---|---|---|---|",
         f"| native `OneRecVectorEnv` | {bench['users']} | {bench['slate']} | {bench['steps']} "
@@ -262,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "env.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "env.json").write_text(json.dumps({
-        "command": command, "throughput": {k: v for k, v in bench.items() if k != "memory"},
+        "command": command, "load_average": {"before": load_before, "after": load_after},
+        "throughput": {k: v for k, v in bench.items() if k != "memory"},
         "memory": memory, "short_warm_history": short_history, "cpu_costs": costs,
         "simulated_summary": summary, "simulated_relations": sim_relations,
         "kuairand_relations": real_relations,

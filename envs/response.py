@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from envs.catalog import ACTIVITY_LEVELS, Catalog
-from envs.spec import BEHAVIOURS, FEEDBACK_FIELDS
+from envs.spec import BEHAVIOURS, BLANK, FEEDBACK_FIELDS
 
 # Uniform draws per impression, in this order.
 DRAWS = ("click", "satisfaction", "watch", "like", "hate", "follow", "comment", "forward")
@@ -205,20 +205,20 @@ def respond(
     if positions is None:
         positions = np.arange(slate.shape[1])
     safe = np.where(shown, slate, 0)
-    affinity = np.einsum("nst,nt->ns", items.topics[safe], interest)  # (N, S)
-    clickbait = items.clickbait[safe]
-    duration = items.duration_s[safe]
+    affinity = np.einsum("nst,nt->ns", np.take(items.topics, safe, axis=0), interest)  # (N, S)
+    clickbait = np.take(items.clickbait, safe)
+    duration = np.take(items.duration_s, safe)
     u = {name: draws[..., index] for index, name in enumerate(DRAWS)}
 
     click = u["click"] < _sigmoid(
         click_logit(config, affinity, clickbait, activity[:, None], fatigue, positions)
     )
     satisfaction = satisfaction_mean(
-        config, affinity, items.quality[safe], clickbait, fatigue
+        config, affinity, np.take(items.quality, safe), clickbait, fatigue
     ) + config.satisfaction_noise * _logistic_noise(u["satisfaction"])
     watched_ratio = np.exp(
         config.watch_bias + config.watch_satisfaction * satisfaction
-        - config.watch_duration * items.log_duration[safe]
+        - config.watch_duration * np.take(items.log_duration, safe)
         + config.watch_noise * _logistic_noise(u["watch"])
     )
     glance_ratio = config.glance_seconds * u["watch"] / duration
@@ -250,8 +250,116 @@ def respond(
         "long_view": long_view, "like": like, "follow": follow, "comment": comment,
         "forward": forward, "hate": hate,
     }
-    feedback = np.stack([columns[name] for name in FEEDBACK_FIELDS], axis=-1)  # (N, S, F)
-    return np.where(shown[..., None], feedback, 0.0).astype(np.float32)
+    feedback = np.empty((*slate.shape, len(FEEDBACK_FIELDS)), dtype=np.float32)  # (N, S, F)
+    for index, name in enumerate(FEEDBACK_FIELDS):
+        feedback[..., index] = columns[name]
+    feedback[~shown] = 0.0
+    return feedback
+
+
+EXPECTATION_POINTS = 32  # quadrature nodes per noise; see tests/test_grpo_true_outcome.py
+
+
+def _quadrature(points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes u (Q,) in (0, 1) and weights (Q,) summing to 1 for E[f(u)], u uniform: the
+    midpoint rule after u = (1 - cos(pi s)) / 2, which packs nodes into both tails, where
+    the logistic noise of rare behaviours (likes, follows) lives."""
+    s = (np.arange(points) + 0.5) / points
+    weights = np.sin(np.pi * s)
+    return (1.0 - np.cos(np.pi * s)) / 2.0, weights / weights.sum()
+
+
+def _over_moods(
+    like: np.ndarray, hate: np.ndarray, logit: np.ndarray, on_like: float, on_hate: float
+) -> np.ndarray:
+    """P(a behaviour whose logit moves by `on_like` / `on_hate` when the item is liked /
+    hated), summed over the exclusive moods liked, hated and neither."""
+    return (like * _sigmoid(logit + on_like) + hate * _sigmoid(logit + on_hate)
+            + (1.0 - like - hate) * _sigmoid(logit))
+
+
+def expected_feedback(
+    config: ResponseConfig,
+    items: ItemTable,
+    interest: np.ndarray,
+    activity: np.ndarray,
+    candidates: np.ndarray,
+    fatigue: np.ndarray,
+    points: int = EXPECTATION_POINTS,
+) -> np.ndarray:
+    """Expected feedback of each candidate shown alone in the first slot: (N, G, F) float64.
+
+    The expectation of `respond` over its random draws, without drawing: the click is a
+    Bernoulli weight, the satisfaction and watch noises are integrated on a `points` x
+    `points` quadrature grid (`_quadrature`), and every later behaviour is its exact
+    probability given those (like and hate exclusive). interest (N, T); activity (N,);
+    candidates (N, G) item ids, BLANK gives zeros; fatigue (N, G) the topic exposure each
+    candidate would meet. Candidates are taken in chunks that bound the grid's memory.
+    """
+    expected = np.zeros((*candidates.shape, len(FEEDBACK_FIELDS)))
+    chunk = max(1, _GRID_ELEMENTS // (max(candidates.shape[0], 1) * points * points))
+    for start in range(0, candidates.shape[1], chunk):
+        part = slice(start, start + chunk)
+        expected[:, part] = _expected_chunk(config, items, interest, activity,
+                                            candidates[:, part], fatigue[:, part], points)
+    return expected
+
+
+_GRID_ELEMENTS = 2**21  # (users x candidates x points^2) per chunk: ~16 MB per grid array
+
+
+def _expected_chunk(
+    config: ResponseConfig, items: ItemTable, interest: np.ndarray, activity: np.ndarray,
+    candidates: np.ndarray, fatigue: np.ndarray, points: int,
+) -> np.ndarray:
+    """`expected_feedback` of one chunk of candidates (N, G') -> (N, G', F)."""
+    shown = candidates != BLANK
+    safe = np.where(shown, candidates, 0)
+    affinity = np.einsum("ngt,nt->ng", items.topics[safe], interest)[..., None, None]
+    clickbait = items.clickbait[safe][..., None, None]  # (N, G, 1, 1) against the noise grid
+    duration = items.duration_s[safe][..., None, None]
+    fatigue = fatigue[..., None, None]
+    quantiles, weights = _quadrature(points)  # (Q,) each
+    noise = _logistic_noise(quantiles)
+    grid_weights = weights[:, None] * weights[None, :]  # (Q, Q) over (satisfaction, watch)
+    satisfaction = satisfaction_mean(
+        config, affinity, items.quality[safe][..., None, None], clickbait, fatigue
+    ) + config.satisfaction_noise * noise[:, None]  # (N, G, Q, 1): rows follow its noise
+    watched_ratio = np.exp(
+        config.watch_bias + config.watch_satisfaction * satisfaction
+        - config.watch_duration * items.log_duration[safe][..., None, None]
+        + config.watch_noise * noise[None, :]
+    )  # (N, G, Q, Q)
+    p_click = _sigmoid(click_logit(config, affinity, clickbait, activity[:, None, None, None],
+                                   fatigue, np.zeros(1)))[..., 0, 0]  # (N, G)
+    expected = np.zeros((*candidates.shape, len(FEEDBACK_FIELDS)))
+    for click, weight in ((1.0, p_click), (0.0, 1.0 - p_click)):
+        ratio = watched_ratio if click else config.glance_seconds * quantiles[None, :] / duration
+        ratio = np.minimum(ratio, WATCH_RATIO_CAP)
+        watch_time = ratio * duration
+        long_view = ((watch_time >= config.long_view_seconds) | (ratio >= 1.0)).astype(float)
+        like = _sigmoid(config.like_bias + config.like_satisfaction * satisfaction
+                        + config.like_long_view * long_view + config.like_click * click)
+        hate = (1.0 - like) * _sigmoid(config.hate_bias - config.hate_satisfaction * satisfaction
+                                       + config.hate_click * click)
+        columns = {
+            "watch_time": watch_time, "watch_ratio": ratio, "click": click,
+            "long_view": long_view, "like": like, "hate": hate,
+            "follow": _over_moods(like, hate, config.follow_bias
+                                  + config.follow_satisfaction * satisfaction,
+                                  config.follow_like, 0.0),
+            "comment": _over_moods(like, hate, config.comment_bias
+                                   + config.comment_long_view * long_view,
+                                   config.comment_like, config.comment_hate),
+            "forward": _over_moods(like, hate, config.forward_bias
+                                   + config.forward_clickbait * clickbait
+                                   + config.forward_long_view * long_view,
+                                   config.forward_like, config.forward_hate),
+        }
+        for index, name in enumerate(FEEDBACK_FIELDS):
+            grid = np.broadcast_to(columns[name], watched_ratio.shape)  # (N, G, Q, Q)
+            expected[..., index] += weight * np.einsum("ngqr,qr->ng", grid, grid_weights)
+    return np.where(shown[..., None], expected, 0.0)  # (N, G, F)
 
 
 def engaged(feedback: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ of users), T topic dimensions.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple, Protocol
@@ -24,6 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.catalog import Catalog, CatalogConfig, generate_synthetic_catalog
+from envs.lifelong import quantize_content
 from envs.pathways import Pathways
 from envs.response import (
     NUM_DRAWS,
@@ -33,6 +33,7 @@ from envs.response import (
     click_logit,
     decay_fatigue,
     drift_interest,
+    expected_feedback,
     oracle_outcome,
     respond,
     slate_fatigue,
@@ -70,14 +71,13 @@ class SessionConfig:
     lifelong_history: int = LIFELONG_HISTORY  # past impressions the lifelong pathway covers
     lifelong_length: int = LIFELONG_LENGTH  # entries after compression (the report's 128)
     kmeans_iterations: int = 2  # Lloyd steps per level: within-cluster spread 1.4% above 3 steps
-    reset_chunk: int = 128  # users whose warm history is drawn at once: bounds reset memory
-    reset_threads: int = 2  # new users are drawn on this many threads (numpy frees the GIL)
+    reset_chunk: int = 128  # users started at once: bounds the memory of a reset (~0.6 MB a user)
     response: ResponseConfig = field(default_factory=ResponseConfig)  # behaviours and leaving
     population: PopulationConfig = field(default_factory=PopulationConfig)  # who the users are
 
     def __post_init__(self) -> None:
         for name in ("slate_size", "short_term_length", "positive_length", "lifelong_history",
-                     "lifelong_length", "reset_chunk", "reset_threads"):
+                     "lifelong_length", "reset_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SessionConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.kmeans_iterations < 0:
@@ -209,17 +209,15 @@ def first_occurrences(slate: np.ndarray) -> np.ndarray:
     return ~repeated
 
 
-_MIN_ROWS_PER_THREAD = 8  # below this, a thread's start-up costs more than it saves
-
-
 @lru_cache(maxsize=8)
 def _world_tables(
-    catalog: Catalog, population: PopulationConfig
+    catalog: Catalog, population: PopulationConfig, lifelong_history: int
 ) -> tuple[ItemTable, np.ndarray, Population]:
     """Per-catalog lookups, shared by every simulator of the same catalog (e.g. the 1024
-    single envs of a SyncVectorEnv): items, float64 content (I, C), the population."""
+    single envs of a SyncVectorEnv): items, quantised content (I, C), the population."""
     items = ItemTable.from_catalog(catalog)
-    return items, catalog.content.astype(np.float64), Population(catalog, items, population)
+    return (items, quantize_content(catalog.content, lifelong_history),
+            Population(catalog, items, population))
 
 
 class SessionSimulator:
@@ -231,7 +229,9 @@ class SessionSimulator:
         self.catalog = catalog
         self.config = config
         self.num_users = num_users
-        self.items, self.content, self.population = _world_tables(catalog, config.population)
+        self.items, self.content, self.population = _world_tables(
+            catalog, config.population, config.lifelong_history
+        )
         self.roots = np.zeros(num_users, dtype=np.uint64)  # (N,) one root key per seeding
         self.episodes = np.zeros(num_users, dtype=np.int64)  # (N,) episodes since seeding
         dims = self.items.topics.shape[1]
@@ -245,7 +245,6 @@ class SessionSimulator:
         )
         self.pathways = Pathways(num_users, config.short_term_length, config.positive_length,
                                  config.lifelong_length, config.lifelong_history)
-        self._pool: ThreadPoolExecutor | None = None  # reset threads, made on first use
 
     def reset(self, rows: np.ndarray, roots: np.ndarray | None = None) -> None:
         """Start new sessions for users `rows` (R,): with new roots (R,) uint64 the first
@@ -257,28 +256,9 @@ class SessionSimulator:
         else:
             self.episodes[rows] += 1
         chunk = self.config.reset_chunk
-        chunks = [rows[start:start + chunk] for start in range(0, rows.size, chunk)]
-        if len(chunks) == 1 and rows.size >= 2 * _MIN_ROWS_PER_THREAD:  # split a lone chunk
-            chunks = np.array_split(rows, min(self.config.reset_threads,
-                                              rows.size // _MIN_ROWS_PER_THREAD))
-        if self.config.reset_threads == 1 or len(chunks) == 1:
-            starts = map(self._draw_sessions, chunks)
-        else:  # each user's start is independent of its chunk: threads change no result
-            starts = self._threads().map(self._draw_sessions, chunks)
-        for chunk_rows, start in zip(chunks, starts, strict=True):
-            self._begin(chunk_rows, start)
-
-    def close(self) -> None:
-        """Stop the reset threads, if any were started."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def _threads(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.reset_threads,
-                                            thread_name_prefix="onerec-reset")
-        return self._pool
+        for first in range(0, rows.size, chunk):  # a user's start does not depend on its chunk
+            chunk_rows = rows[first:first + chunk]
+            self._begin(chunk_rows, self._draw_sessions(chunk_rows))
 
     def _draw_sessions(self, rows: np.ndarray) -> SessionStart:
         """New users for `rows`: profile, warm history and lifelong summary (no writes)."""
@@ -342,6 +322,17 @@ class SessionSimulator:
         logit = click_logit(self.config.response, affinity, items.clickbait[safe],
                             self.state.activity[:, None], fatigue, np.arange(slate.shape[1]))
         return np.where(shown, 1.0 / (1.0 + np.exp(-logit)), 0.0)
+
+    def expected_feedback(self, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """The oracle's expected feedback of each candidate for users `rows` (R,) now, each
+        shown alone in the first slot, without drawing or changing any state:
+        candidates (R, G) item ids (BLANK gives zeros) -> (R, G, F) float64
+        (`envs.response.expected_feedback`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        safe = np.maximum(candidates, 0)
+        fatigue = np.take_along_axis(self.state.fatigue[rows], self.items.fatigue_topic[safe], 1)
+        return expected_feedback(self.config.response, self.items, self.state.interest[rows],
+                                 self.state.activity[rows], candidates, fatigue)
 
 
 DEFAULT_NUM_ITEMS = 5_000  # the envs' default synthetic world: big enough to personalise, CPU-fast

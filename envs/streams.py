@@ -32,10 +32,7 @@ PURPOSE_STEP = 3
 
 def mix64(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: a bijective scrambling of uint64 values (same shape)."""
-    z = np.asarray(values, dtype=np.uint64)
-    z = (z ^ (z >> np.uint64(30))) * _MIX_1
-    z = (z ^ (z >> np.uint64(27))) * _MIX_2
-    return z ^ (z >> np.uint64(31))
+    return _mix64_in_place(np.array(values, dtype=np.uint64))
 
 
 def seed_roots(seeds: np.ndarray) -> np.ndarray:
@@ -65,11 +62,50 @@ def uniforms(stream_keys: np.ndarray, offsets: np.ndarray | int, count: int) -> 
     words = (count + 1) // 2
     offsets = np.asarray(offsets, dtype=np.int64).astype(np.uint64)
     index = offsets.reshape(-1, 1) + np.arange(1, words + 1, dtype=np.uint64)  # (N or 1, W)
-    bits = mix64(stream_keys.reshape(-1, 1) + index * GOLDEN)  # (N, W)
-    high = (bits >> np.uint64(32)).astype(np.float64)
-    low = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    both = np.stack([high, low], axis=2).reshape(bits.shape[0], 2 * words)  # (N, 2W)
-    return (both[:, :count] + 0.5) * _UNIT_32
+    bits = _mix64_in_place(stream_keys.reshape(-1, 1) + index * GOLDEN)  # (N, W)
+    both = np.empty((bits.shape[0], words, 2))  # (N, W, 2): high half first
+    _unit_halves(bits, both[..., 0], both[..., 1])
+    return both.reshape(bits.shape[0], 2 * words)[:, :count]
+
+
+def uniform_columns(stream_keys: np.ndarray, rows: int, per_row: int) -> np.ndarray:
+    """The first rows * per_row uniforms of each stream, draw-major: (per_row, N, rows).
+
+    Element [k, n, r] is uniform r * per_row + k of stream n, the value
+    `uniforms(stream_keys, 0, rows * per_row).reshape(N, rows, per_row)[n, r, k]` holds;
+    each of the per_row draws comes as one contiguous (N, rows) array, the layout
+    elementwise code reads fastest. per_row must be even (whole 64-bit values per row).
+    """
+    if per_row % 2:
+        raise ValueError(f"per_row must be even (two uniforms per 64-bit value), got {per_row}")
+    words = per_row // 2
+    out = np.empty((per_row, stream_keys.shape[0], rows))
+    first_word = np.arange(rows, dtype=np.uint64) * np.uint64(words)  # (rows,)
+    for word in range(words):
+        index = (first_word + np.uint64(word + 1)) * GOLDEN
+        bits = _mix64_in_place(stream_keys.reshape(-1, 1) + index)  # (N, rows)
+        _unit_halves(bits, out[2 * word], out[2 * word + 1])
+    return out
+
+
+def _mix64_in_place(z: np.ndarray) -> np.ndarray:
+    """`mix64` of a fresh uint64 array, overwriting it (no temporaries but the shifts)."""
+    z ^= z >> np.uint64(30)
+    z *= _MIX_1
+    z ^= z >> np.uint64(27)
+    z *= _MIX_2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _unit_halves(bits: np.ndarray, high: np.ndarray, low: np.ndarray) -> None:
+    """The two 32-bit halves of each value of `bits` as uniforms (k + 1/2) / 2**32, written
+    into the float64 arrays `high` and `low` (same shape)."""
+    np.copyto(high, bits >> np.uint64(32), casting="unsafe")
+    np.copyto(low, bits & np.uint64(0xFFFFFFFF), casting="unsafe")
+    for half in (high, low):
+        half += 0.5
+        half *= _UNIT_32
 
 
 def words_for(count: int) -> int:

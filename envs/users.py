@@ -12,7 +12,8 @@ same person, whether they are simulated alone or among thousands:
   every observation pathway is populated from the first request.
 
 Letters used in shape comments: N users, T topic dimensions, H history length, F feedback
-fields, L leaf categories, I items, S slate size, P favourite leaves.
+fields, L leaf categories, I items, S slate size, P favourite leaves, D response draws per
+impression.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import numpy as np
 from envs.catalog import Catalog
 from envs.response import NUM_DRAWS, ItemTable, ResponseConfig, respond
 from envs.spec import LIFELONG_HISTORY, STATIC_CARDINALITIES, STATIC_FIELDS
-from envs.streams import PURPOSE_PROFILE, PURPOSE_WARM_HISTORY, purpose_keys, uniforms
+from envs.streams import (
+    PURPOSE_PROFILE,
+    PURPOSE_WARM_HISTORY,
+    purpose_keys,
+    uniform_columns,
+    uniforms,
+)
 
 _AGE, _GENDER, _REGION, _ACTIVITY = (STATIC_FIELDS.index(name) for name in
                                      ("age_group", "gender", "region", "activity_level"))
@@ -159,8 +166,8 @@ class Population:
         """
         scaled = uniform * self.num_items
         column = np.minimum(scaled.astype(np.int64), self.num_items - 1)
-        return np.where(scaled - column < self.alias_accept[column], column,
-                        self.alias_other[column])
+        return np.where(scaled - column < np.take(self.alias_accept, column), column,
+                        np.take(self.alias_other, column))
 
     def warm_history(
         self, keys: np.ndarray, profiles: Profiles, response: ResponseConfig, slate_size: int
@@ -172,25 +179,27 @@ class Population:
         and no fatigue (the past is spread over days).
         """
         config = self.config
-        n, length = keys.shape[0], config.warm_history
-        u = uniforms(purpose_keys(keys, PURPOSE_WARM_HISTORY), 0, length * (2 + NUM_DRAWS))
-        u = u.reshape(n, length, 2 + NUM_DRAWS)
-        source, pick = u[..., 0], u[..., 1]  # (N, H)
-        popular = self.draw_popular(pick)
+        length = config.warm_history
+        u = uniform_columns(purpose_keys(keys, PURPOSE_WARM_HISTORY), length,
+                            2 + NUM_DRAWS)  # (2 + D, N, H): each draw one contiguous array
+        source, pick = u[0], u[1]  # (N, H) each
         personal_share = (source - config.warm_popular_share) / max(
             1.0 - config.warm_popular_share, 1e-12
         )  # uniform in (0, 1) when the item is personal
-        which = (personal_share[..., None] > profiles.favourite_cdf[:, None, :-1]).sum(-1)
+        which = np.zeros(source.shape, dtype=np.int64)  # (N, H) favourite leaf, by its cdf
+        for bound in profiles.favourite_cdf[:, :-1].T:
+            which += personal_share > bound[:, None]
         leaf = np.take_along_axis(profiles.favourite_leaves, which, axis=1)  # (N, H)
-        member = (pick * self.leaf_count[leaf]).astype(np.int64)
-        personal = self.leaf_order[self.leaf_start[leaf] + member]
-        items = np.where(source < config.warm_popular_share, popular, personal)  # (N, H)
+        member = (pick * np.take(self.leaf_count, leaf)).astype(np.int64)
+        personal = np.take(self.leaf_order, np.take(self.leaf_start, leaf) + member)
+        items = np.where(source < config.warm_popular_share, self.draw_popular(pick), personal)
         feedback = respond(
             response, self.items, profiles.interest, profiles.static[:, _ACTIVITY], items,
-            np.ones(items.shape, dtype=bool), np.zeros(items.shape), u[..., 2:],
+            np.ones(items.shape, dtype=bool), np.zeros(items.shape),
+            u[2:].transpose(1, 2, 0),  # (N, H, D) view whose draws stay contiguous
             positions=np.arange(length) % slate_size,
         )  # (N, H, F)
-        return items.astype(np.int64), feedback
+        return items, feedback
 
 
 def _alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -148,7 +148,3 @@ class OneRecVectorEnv(VectorEnv):
         self._done = terminated | truncated
         self._context = self.simulator.observation()
         return self._context, rewards, terminated, truncated, info
-
-    def close_extras(self) -> None:
-        """Stop the simulator's reset threads."""
-        self.simulator.close()

@@ -24,7 +24,7 @@ from envs.response import (
 )
 from envs.simulator import SessionConfig, SessionSimulator
 from envs.spec import FEEDBACK_FIELDS, feedback_index
-from envs.streams import seed_roots, uniforms
+from envs.streams import seed_roots, uniform_columns, uniforms
 from envs.users import PopulationConfig
 
 CATALOG = generate_synthetic_catalog(CatalogConfig(num_items=600, num_creators=100), seed=3)
@@ -147,6 +147,14 @@ def test_uniforms_of_a_stream_do_not_depend_on_the_batch() -> None:
     alone = uniforms(keys[[1]], 3, 9)
     assert np.array_equal(batch[1], alone[0])
     assert ((batch > 0) & (batch < 1)).all() and len(np.unique(batch)) == batch.size
+
+
+def test_uniform_columns_are_the_same_uniforms_draw_major() -> None:
+    keys = seed_roots(np.arange(3))
+    columns = uniform_columns(keys, 7, 4)  # (per_row, N, rows)
+    assert np.array_equal(columns, uniforms(keys, 0, 28).reshape(3, 7, 4).transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="per_row"):
+        uniform_columns(keys, 7, 3)
 
 
 @pytest.mark.parametrize("change, field", [

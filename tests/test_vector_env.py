@@ -9,7 +9,8 @@ import pytest
 import envs
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
 from envs.session_env import OneRecSession
-from envs.simulator import SessionConfig
+from envs.simulator import SessionConfig, SessionSimulator
+from envs.streams import seed_roots
 from envs.users import PopulationConfig
 from envs.vector_env import OneRecVectorEnv
 
@@ -91,3 +92,15 @@ def test_a_bad_batch_of_actions_is_a_value_error_naming_the_action() -> None:
         vector.step(np.arange(10))
     with pytest.raises(ValueError, match="outside"):
         vector.step(np.full((2, 10), CATALOG.num_items))
+
+
+def test_a_new_user_is_the_same_bits_whoever_starts_with_it() -> None:
+    config = SessionConfig()  # the full 2,000-impression warm history: every k-means level runs
+    together = SessionSimulator(CATALOG, config, num_users=5)
+    together.reset(np.arange(5), seed_roots(np.arange(5)))
+    batch = together.observation()
+    for user in range(5):
+        alone = SessionSimulator(CATALOG, config, num_users=1)
+        alone.reset(np.array([0]), seed_roots(np.array([user])))
+        for key, value in alone.observation().items():
+            assert np.array_equal(batch[key][user], value[0]), key
