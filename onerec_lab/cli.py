@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
@@ -38,6 +39,10 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "onerec_lab.commands.bench_env", "BenchEnvArgs",
         "simulator throughput: native vector env against SyncVectorEnv",
     ),
+    ("bench", "alignment"): Command(
+        "benchmarks.alignment", "AlignmentBenchArgs",
+        "alignment study: ECPO / GRPO from a pre-trained checkpoint, proxy against truth",
+    ),
     ("tokenize",): Command(
         "onerec_lab.commands.tokenize", "TokenizeArgs",
         "learn semantic IDs (residual k-means) for a catalog and report their quality",
@@ -54,6 +59,14 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "onerec_lab.commands.reward_check", "RewardCheckArgs",
         "score logged slates with a reward spec and report the mean of each component",
     ),
+    ("align",): Command(
+        "onerec_lab.commands.align", "AlignArgs",
+        "post-train OneRec with RSFT, GRPO, ECPO or DPO against a reward spec, before/after",
+    ),
+    ("evaluate",): Command(
+        "onerec_lab.commands.evaluate", "EvaluateArgs",
+        "evaluate a policy (OneRec checkpoint or baseline) in the simulator with the oracle",
+    ),
     ("evaluate-offline",): Command(
         "onerec_lab.commands.evaluate_offline", "EvaluateOfflineArgs",
         "train OneRec or SASRec on Amazon Beauty and rank with TIGER's protocol (Recall/NDCG)",
@@ -64,6 +77,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
 def _load(command: Command) -> tuple[Any, Any]:
     module = importlib.import_module(command.module)
     return getattr(module, command.args_class), module.run
+
+
+def _human_printer(command: Command) -> Callable[[dict[str, Any]], None] | None:
+    """A command's own readable printout (`print_human(result)`), if it has one."""
+    return getattr(importlib.import_module(command.module), "print_human", None)
 
 
 def usage() -> str:
@@ -132,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"onerec-lab {' '.join(path)}: error: {message}", file=sys.stderr)
         return 2
-    print_result(result, getattr(args, "json", False))
+    as_json = getattr(args, "json", False)
+    human = _human_printer(COMMANDS[path])
+    if human is not None and not as_json:
+        human(result)
+    else:
+        print_result(result, as_json)
     return 0
 
 

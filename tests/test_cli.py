@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -29,12 +31,24 @@ def test_bad_option_value_is_a_clear_error_not_a_traceback() -> None:
     assert "error" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_quickstart_json_reports_what_it_did(tmp_path) -> None:
-    result = run_cli("quickstart", "--out", str(tmp_path / "run"), "--items", "1500", "--json")
+@pytest.mark.heavy
+def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path) -> None:
+    result = run_cli(
+        "quickstart", "--out", str(tmp_path / "run"), "--items", "800", "--codebook", "8",
+        "--embedding-steps", "20", "--log-users", "60", "--log-requests", "5",
+        "--pretrain-steps", "5", "--pscore-epochs", "1", "--rsft-steps", "1", "--ecpo-steps", "1",
+        "--num-generations", "4", "--rl-users", "4", "--eval-users", "8", "--eval-requests", "3",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["stages"], "quickstart must list the stages it ran"
-    tokenizer = report["tokenizer"]
-    assert tokenizer["utilization"] == [1.0, 1.0, 1.0]  # balanced k-means uses every code
-    assert 0.0 <= tokenizer["collision_rate"] < 0.5
-    assert (tmp_path / "run" / "report.md").is_file()
+    policies = [row["policy"] for row in report["rows"]]
+    assert policies == ["random", "popular", "cascade", "pretrained", "rsft", "ecpo"]
+    for row in report["rows"]:
+        assert row["true_watch_time"] >= 0 and 1 <= row["session_length"] <= 3
+        assert 0 <= row["legality"] <= 1 and row["proxy_reward"] is not None
+    assert report["tokenizer"]["utilization"] == [1.0, 1.0, 1.0]  # balanced k-means
+    assert set(report["stage_seconds"]) == set(report["stages"]) and len(report["stages"]) == 8
+    for name in ("report.md", "report.json", "comparison.png", "cascade.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert any((tmp_path / "run" / "ecpo").rglob("events.out.tfevents*"))  # TensorBoard run

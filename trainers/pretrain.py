@@ -17,8 +17,9 @@ example), summed over all ranks, per second of training-step wall time.
 
 Checkpoints (`output_dir/checkpoint.pt`, every `save_steps` and at the end) hold the model,
 AdamW, the scheduler, the sampler's generator, the global random state (dropout), the loss
-curve and the configs; a run whose `output_dir` holds a checkpoint resumes from it and
-continues the same curve, loss for loss.
+curve, the configs and the logs' folder (`align` and `evaluate` rebuild the world from it);
+a run whose `output_dir` holds a checkpoint resumes from it and continues the same curve,
+loss for loss.
 
 Data parallelism: under `torchrun` (the RANK / WORLD_SIZE variables are set) each process
 joins a process group (NCCL on CUDA, gloo on CPU), the policy is wrapped in
@@ -140,7 +141,7 @@ def process_rank() -> int:
 
 
 @contextmanager
-def _process_group(backend: str) -> Iterator[tuple[int, int]]:
+def process_group(backend: str) -> Iterator[tuple[int, int]]:
     """(rank, world size); joins torchrun's process group and leaves it on exit."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield 0, 1
@@ -155,8 +156,9 @@ def _process_group(backend: str) -> Iterator[tuple[int, int]]:
             dist.destroy_process_group()
 
 
-def _device(config: PretrainConfig) -> torch.device:
-    """The training device, with an explicit index on CUDA."""
+def training_device(config: Any) -> torch.device:
+    """The training device (`config.device`, else this rank's GPU, else the CPU), with an
+    explicit index on CUDA."""
     if config.device is not None:
         device = torch.device(config.device)
     elif torch.cuda.is_available():
@@ -177,14 +179,15 @@ def context_tokens(context: Context) -> int:
     return tokens
 
 
-def _optimizer(policy: nn.Module, config: PretrainConfig) -> torch.optim.AdamW:
+def build_optimizer(policy: nn.Module, learning_rate: float,
+                    weight_decay: float) -> torch.optim.AdamW:
     """AdamW; matrices and embeddings decay, vectors (norm scales, biases) do not."""
     parameters = [p for p in policy.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
@@ -216,7 +219,7 @@ def _check_resumable(checkpoint: Checkpoint, policy: OneRecPolicy,
             "folder"
         )
     model_differences = config_differences(
-        json.loads(extra["model_config"]), _config_json(policy.config)
+        json.loads(extra["model_config"]), config_json(policy.config)
     )
     if model_differences:
         raise ValueError(
@@ -243,7 +246,7 @@ def _check_resumable(checkpoint: Checkpoint, policy: OneRecPolicy,
         )
 
 
-def _config_json(config: OneRecConfig) -> dict[str, Any]:
+def config_json(config: OneRecConfig) -> dict[str, Any]:
     """The config as plain JSON values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
@@ -286,8 +289,8 @@ def load_policy(path: str | Path, device: torch.device | str = "cpu") -> OneRecP
 def pretrain(policy: OneRecPolicy, data: ExampleSource, config: PretrainConfig) -> PretrainResult:
     """Train `policy` (in place, moved to the training device) by next-token prediction on
     `data`; resumes from `config.output_dir` when it holds a checkpoint."""
-    device = _device(config)
-    with _process_group("nccl" if device.type == "cuda" else "gloo") as (rank, world_size):
+    device = training_device(config)
+    with process_group("nccl" if device.type == "cuda" else "gloo") as (rank, world_size):
         cuda_devices = [device.index] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):  # the caller's random state is kept
             # Dropout draws from the global generators: seed them, differently on each rank.
@@ -300,7 +303,7 @@ def pretrain(policy: OneRecPolicy, data: ExampleSource, config: PretrainConfig) 
 def _train(policy: OneRecPolicy, data: ExampleSource, config: PretrainConfig,
            device: torch.device, rank: int, world_size: int) -> PretrainResult:
     policy.to(device).train()
-    optimizer = _optimizer(policy, config)
+    optimizer = build_optimizer(policy, config.learning_rate, config.weight_decay)
     scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.max_steps,
                                        config.min_lr_rate)
     sampler = BatchSampler(data, policy.item_codes, config.per_device_train_batch_size,
@@ -381,12 +384,13 @@ def _train(policy: OneRecPolicy, data: ExampleSource, config: PretrainConfig,
         saving_started = time.perf_counter()
         if writes:
             save_checkpoint(checkpoint_path, policy, optimizer, scheduler, step, {
-                "model_config": json.dumps(_config_json(policy.config)),
+                "model_config": json.dumps(config_json(policy.config)),
                 "training_settings": settings,
                 "sampler": sampler.state_dict(),
                 "rng": _rng_state(device),
                 "losses": losses,
                 "totals": totals,
+                "logs": getattr(data, "folder", None),
             })
         window_start += time.perf_counter() - saving_started  # writes are not training time
 

@@ -8,7 +8,8 @@ Two example sources give the sampler the same thing, (context, target item) exam
   had when that slate was requested, its target that item. OneRec's pre-training likewise
   learns to generate the exposures users engaged with.
 - `HistoryExamples`: plain histories (Amazon Beauty): the last items of a user -> the item
-  that came next; only the short-term pathway is present.
+  that came next; only the short-term pathway is present. `LengthGroupedHistoryExamples`
+  draws the same examples in batches of one history length, which a CPU trains ~2x faster.
 
 `BatchSampler` turns target items into their semantic-ID codes (the policy's item -> codes
 table) and draws examples uniformly with replacement from one `torch.Generator`, so a
@@ -100,12 +101,16 @@ class LoggedExamples:
         logs: LoggedSessions,
         quality_filter: QualityFilter | None = None,
         source: str = "the logged sessions",
+        sessions: np.ndarray | None = None,
     ) -> None:
-        """`source` names the logs in error messages (e.g. their folder)."""
+        """`source` names the logs in error messages (e.g. their folder); `sessions` keeps
+        only the exposures of these session indices (default: all sessions)."""
         self.logs = logs
         self.quality_filter = QualityFilter() if quality_filter is None else quality_filter
         self.num_items = int(logs.header["num_items"])
         passed = self.quality_filter.select(logs.feedback, logs.shown)  # (R, S)
+        if sessions is not None:
+            passed &= np.isin(logs.columns["session"], sessions)[:, None]
         self.rows, self.positions = np.nonzero(passed)  # (P,) each, in request order
         if self.rows.size == 0:
             raise ValueError(
@@ -117,6 +122,12 @@ class LoggedExamples:
     @property
     def num_examples(self) -> int:
         return int(self.rows.size)
+
+    @property
+    def folder(self) -> str | None:
+        """The logs' folder, recorded in checkpoints (None for logs built in memory)."""
+        path = self.logs.catalog_path
+        return None if path is None else str(path.parent.resolve())
 
     def examples(self, indices: np.ndarray) -> tuple[Context, Tensor]:
         rows = self.rows[indices]
@@ -155,6 +166,40 @@ class HistoryExamples:
     def examples(self, indices: np.ndarray) -> tuple[Context, Tensor]:
         index = torch.from_numpy(indices)
         return Context.from_history(self.histories[index]), self.targets[index]  # (B, T), (B,)
+
+
+class LengthGroupedHistoryExamples(HistoryExamples):
+    """`HistoryExamples` whose batches hold histories of one length (group by length).
+
+    The encoder runs every slot that is real for some user of the batch, so a batch costs
+    about its longest history. Beauty's training histories average 6.7 items of at most 20,
+    and a uniform batch of 128 nearly always holds a 20-item one: grouping makes a step ~2x
+    cheaper on a CPU. The first index of a batch picks its group (a group is chosen with
+    probability proportional to its size), and every index i of the batch is mapped to
+    member floor(i x n_g / P) of that group of n_g examples; with uniform indices each
+    example keeps probability 1/P per draw (up to rounding), as under uniform batches, only
+    the batches' mix changes (Hugging Face's `group_by_length` does the same for text).
+    Contexts are cut to the group's length (`Context` positions count from the end, so the
+    encoder's output is the same).
+    """
+
+    def __init__(self, histories: np.ndarray, targets: np.ndarray, num_items: int) -> None:
+        """histories (P, T) int64, most recent last, left-padded with -1; targets (P,) int64
+        item ids in [0, num_items)."""
+        super().__init__(histories, targets, num_items)
+        lengths = (self.histories != BLANK).sum(dim=1).numpy()  # (P,)
+        self.group_of = lengths  # (P,) the group of an example is its history length
+        self.group_members = {
+            int(length): np.flatnonzero(lengths == length) for length in np.unique(lengths)
+        }
+
+    def examples(self, indices: np.ndarray) -> tuple[Context, Tensor]:
+        length = int(self.group_of[indices[0]])
+        members = self.group_members[length]  # (n_g,)
+        mapped = members[indices * len(members) // self.num_examples]  # (B,) in the group
+        index = torch.from_numpy(mapped)
+        histories = self.histories[index][:, self.histories.shape[1] - max(length, 1):]
+        return Context.from_history(histories), self.targets[index]  # (B, length), (B,)
 
 
 class BatchSampler:

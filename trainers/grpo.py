@@ -1,0 +1,143 @@
+"""GRPO, ECPO and Dr. GRPO on OneRec: group-relative advantages and a clipped ratio per item.
+
+For each user the policy proposes G items (`trainers.rollout`), each scored by the reward
+spec; advantages are normalised in the group (`trainers.advantages`) and the loss is the
+`loss_type`'s (`trainers.losses`): `ecpo` (the report's Early Clipped GRPO), `grpo` or
+`dr_grpo`, co-trained with the next-token loss (`trainers.online`).
+
+The format reward, two ways (PAPER.md, Reward system):
+
+- `format_selection_k = 0`: a plain reward term. An illegal sample is scored by it (0) and by
+  nothing else, so it gets a low reward and a negative advantage.
+- `format_selection_k = K > 0`: the report's rule. The format term leaves the group reward;
+  illegal samples take no part in the group-relative term (no other reward has an opinion on
+  a code that names no item); K random samples per group are picked and the legal ones get
+  an extra advantage of the format term's weight (1 for "pscore + format"): never a negative
+  advantage on an illegal sample.
+
+Without a format term an illegal sample is unscorable: it is left out, as TRL leaves out a
+completion every reward function returns None for, and nothing keeps codes legal but the
+next-token loss (the report saw legality fall below 50%).
+
+Letters used in shape comments: B users, G samples per user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from rewards import format_selection
+from trainers.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
+from trainers.group_rewards import FORMAT
+from trainers.losses import POLICY_LOSSES
+from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
+
+LossType = Literal["grpo", "ecpo", "dr_grpo"]
+
+
+@dataclass
+class GRPOConfig(OnlineConfig):
+    """GRPO-family settings, named as TRL's GRPOConfig, plus the shared `OnlineConfig`."""
+
+    loss_type: LossType = "ecpo"  # the report's Early Clipped GRPO; "grpo", "dr_grpo" also
+    epsilon: float = 0.2  # clip range of the ratio (TRL's and PPO's default; the report: not given)
+    epsilon_high: float | None = None  # upper clip bound 1 + epsilon_high (DAPO); None = epsilon
+    delta: float = 0.1  # ECPO's early clip: ratio capped at 1 + epsilon_high + delta (the report's 0.1)
+    # Unlike TRL's `delta` (an absolute cap on the ratio with zero gradient beyond it, from
+    # INTELLECT-2), ECPO's keeps a gradient of (1 + eps + delta) |A| there.
+    scale_rewards: ScaleRewards | None = None  # "group", "batch", "none"; None = "none" for
+    # dr_grpo (Dr. GRPO drops the std), "group" otherwise
+    format_selection_k: int = 0  # K > 0: the report's format rule (K random samples, legal ones
+    # get the format term's weight as advantage); 0: format is a plain reward term
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss_type not in POLICY_LOSSES:
+            raise ValueError(
+                f"loss_type must be one of {', '.join(POLICY_LOSSES)}, got {self.loss_type!r}"
+            )
+        if self.scale_rewards is None:
+            self.scale_rewards = "none" if self.loss_type == "dr_grpo" else "group"
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(
+                f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}"
+            )
+        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
+            raise ValueError(
+                f"epsilon and epsilon_high must be > 0, got {self.epsilon}, {self.epsilon_high}"
+            )
+        if self.delta < 0:
+            raise ValueError(f"delta must be >= 0 (ECPO's margin above the clip), got {self.delta}")
+        if not 0 <= self.format_selection_k <= self.num_generations:
+            raise ValueError(
+                f"format_selection_k must be in [0, num_generations={self.num_generations}] "
+                f"(samples picked per group), got {self.format_selection_k}"
+            )
+
+
+class Advantages(NamedTuple):
+    """What a GRPO step keeps of its rollout."""
+
+    advantages: Tensor  # (B, G)
+    mask: Tensor  # (B, G) bool: samples that take part in the loss
+
+
+def grpo_advantages(batch: RolloutBatch, config: GRPOConfig, format_weight: float) -> Advantages:
+    """The advantages of a rollout under the format rule of `config` (module docstring)."""
+    rewards = batch.rewards
+    if config.format_selection_k == 0:
+        return Advantages(
+            group_advantages(rewards.total, config.scale_rewards, rewards.scorable),
+            rewards.scorable)
+    proxy = rewards.total - format_weight * rewards.terms[FORMAT]  # the other terms' sum
+    # Only legal samples have a proxy reward; a spec of format alone has no group term.
+    in_group = rewards.legal if len(rewards.terms) > 1 else torch.zeros_like(rewards.legal)
+    advantages = group_advantages(proxy, config.scale_rewards, in_group)
+    generator = batch.generator
+    selected, bonus = format_selection(rewards.legal.to(generator.device), config.format_selection_k,
+                                       generator)
+    advantages = advantages + format_weight * bonus.cpu()
+    return Advantages(advantages, in_group | selected.cpu())
+
+
+class GRPOTrainer(OnlineTrainer):
+    """GRPO / ECPO / Dr. GRPO (`config.loss_type`) with next-token co-training."""
+
+    config: GRPOConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Arguments as `OnlineTrainer`'s, with a `GRPOConfig`."""
+        super().__init__(*args, **kwargs)
+        if self.config.format_selection_k and self.scorer.format_weight <= 0:
+            raise ValueError(
+                f"format_selection_k={self.config.format_selection_k} needs a format term with a "
+                f"positive weight in the reward spec (e.g. 'pscore + format'), got {self.reward!r}"
+            )
+
+    @property
+    def method(self) -> str:
+        return self.config.loss_type
+
+    def prepare(self, batch: RolloutBatch) -> Advantages:
+        return grpo_advantages(batch, self.config, self.scorer.format_weight)
+
+    def loss(self, batch: RolloutBatch, prepared: Advantages) -> tuple[Tensor, dict[str, Tensor]]:
+        config, device = self.config, self.device
+        log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
+        options = {"delta": config.delta} if config.loss_type == "ecpo" else {}
+        output = POLICY_LOSSES[config.loss_type](
+            log_probs, batch.old_log_probs, prepared.advantages.to(device), config.epsilon,
+            config.epsilon_high, mask=prepared.mask.to(device), **options)
+        return output.loss, {
+            "losses/policy": output.loss.detach(),
+            "charts/clip_fraction": output.clip_fraction,
+            "charts/early_clip_fraction": output.early_clip_fraction,
+            "charts/ratio_max": output.ratio[prepared.mask.to(device)].max()
+            if prepared.mask.any() else output.ratio.new_zeros(()),
+            "charts/advantage_abs": prepared.advantages[prepared.mask].abs().mean()
+            if prepared.mask.any() else output.ratio.new_zeros(()),
+        }

@@ -1,0 +1,401 @@
+"""The loop the online alignment methods share: users -> group -> rewards -> loss -> step.
+
+One step of GRPO, ECPO, RSFT or DPO (`trainers.grpo`, `trainers.rsft`, `trainers.dpo`):
+
+1. B new simulated users (`SimulatedUsers`, seeded by seed, step and rank);
+2. G items per user from the policy before this step (`generate_group`: beam or sampling,
+   unconstrained);
+3. every item scored by each term of the reward spec (`GroupScorer`: P-score, format, ...),
+   and its TRUE expected outcome from the simulator, so each run logs the reward it
+   optimises next to the truth of the same rollouts (reward hacking shows as a gap);
+4. pi_old: the log-probabilities of the rollout policy (`reference="current"`, on-policy) or
+   of the frozen starting policy (`"pretrained"`);
+5. `num_iterations` optimizer steps on the method's loss + `ntp_weight` x the next-token loss
+   on high-quality logged exposures (OneRec co-trains instead of a KL term), each followed by
+   `update_routing_balance()`.
+
+Logging (rank 0, with `output_dir`): TensorBoard under `output_dir/tensorboard`: `losses/*`,
+`rewards/proxy` and `rewards/<term>`, `charts/true_watch_time`, `charts/true_engagement`,
+`charts/legality`, `charts/grad_norm`, `charts/learning_rate` and the method's own charts
+(`charts/clip_fraction`, ...), each the mean over the steps since the previous write (a
+step's own figure is the mean over its updates, the largest for `*_max` charts), and the
+hyper-parameters as text at the start. Checkpoints (`output_dir/checkpoint.pt`, every
+`save_steps` and at the end) hold the model (with its config, so `load_policy` reads them),
+AdamW, the schedule, the next-token sampler, the frozen reference and every step's metrics;
+users and rollout draws are functions of (seed, step, rank), so a resumed run continues the
+same curve.
+
+Data parallelism (`torchrun`, gloo on CPU, NCCL on GPU): rank r takes its own B users each
+step, gradients are all-reduced (averaged) before the optimizer step and the MoE load counts
+summed before the bias update, so every rank keeps the same weights; rank 0 writes.
+
+Letters used in shape comments: B users, G samples per user, L levels.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from envs.catalog import Catalog
+from envs.simulator import SessionConfig
+from policies.encoder import Context
+from policies.onerec import OneRecPolicy
+from trainers.checkpoint import (
+    config_differences,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from trainers.group_rewards import GroupRewards, GroupScorer
+from trainers.pretrain import (
+    CHECKPOINT_FILE,
+    TENSORBOARD_DIR,
+    build_optimizer,
+    config_json,
+    process_group,
+    training_device,
+)
+from trainers.pretrain_data import BatchSampler, ExampleSource
+from trainers.rollout import Rollout, RolloutConfig, RolloutMethod, SimulatedUsers, generate_group
+from trainers.schedule import warmup_cosine_schedule
+
+Reference = Literal["current", "pretrained"]
+# Settings that only say how a run is watched or where it runs: a resumed run may change them.
+RUN_SETTINGS = frozenset({"max_steps", "logging_steps", "save_steps", "output_dir", "device",
+                          "progress"})
+
+
+@dataclass
+class OnlineConfig:
+    """What every online method shares (names as in TRL's GRPOConfig where they exist)."""
+
+    learning_rate: float = 1e-4  # AdamW step size, constant after warm-up (RL moves little)
+    max_steps: int = 50  # optimizer-step rounds (each: one rollout, num_iterations updates)
+    users_per_step: int = 16  # B: users (TRL's prompts) per step and process
+    num_generations: int = 16  # G: items per user (the report: 512; 512 beat 128)
+    num_iterations: int = 1  # TRL's mu: updates per rollout; > 1 moves the ratio away from 1
+    rollout: RolloutMethod = "beam"  # beam search of width G (the report's better choice) or sampling
+    temperature: float = 1.0  # sampling only: temperature of the proposal
+    top_k: int | None = None  # sampling only: top-k codes per level
+    top_p: float | None = None  # sampling only: nucleus mass per level
+    reference: Reference = "current"  # pi_old: the policy before this step (on-policy, the
+    # report's better choice) or the frozen starting policy ("pretrained")
+    reward_weights: tuple[float, ...] | None = None  # replace the spec's term weights, in order
+    ntp_weight: float = 1.0  # weight of the next-token loss on logged exposures (co-training)
+    ntp_batch_size: int = 32  # logged exposures per step and process for that loss
+    max_grad_norm: float = 1.0  # clip the gradient norm to this; 0 = off
+    weight_decay: float = 0.0  # AdamW decay of matrices: 0, fine-tuning should not shrink weights
+    warmup_steps: int = 0  # linear warm-up of the learning rate over these steps
+    logging_steps: int = 1  # TensorBoard scalars every this many steps (means over the window)
+    save_steps: int = 25  # checkpoint every this many steps (and at the end)
+    seed: int = 0  # seeds the users, the rollout draws and the next-token batches
+    output_dir: str | None = None  # checkpoint + TensorBoard folder, resumed from; None = no files
+    device: str | None = None  # None: cuda:LOCAL_RANK when CUDA is available, else cpu
+    progress: bool = True  # a progress bar on rank 0 when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        if self.reward_weights is not None:
+            self.reward_weights = tuple(float(weight) for weight in self.reward_weights)
+        for name in ("max_steps", "users_per_step", "num_iterations", "ntp_batch_size",
+                     "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("ntp_weight", "max_grad_norm", "weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.reference not in ("current", "pretrained"):
+            raise ValueError(
+                f"reference must be 'current' or 'pretrained', got {self.reference!r}"
+            )
+        self.rollout_config()  # validates num_generations and the rollout settings
+
+    def rollout_config(self) -> RolloutConfig:
+        return RolloutConfig(self.rollout, self.num_generations, self.temperature, self.top_k,
+                             self.top_p)
+
+
+class RolloutBatch(NamedTuple):
+    """One step's users, their groups, rewards and pi_old."""
+
+    context: Context  # B users, on the training device
+    rollout: Rollout  # codes (B, G, L), items (B, G), rollout log-probs (B, G)
+    old_log_probs: Tensor  # (B, G) log pi_old per `reference`
+    rewards: GroupRewards  # terms, total, legality, true outcome (on the CPU)
+    generator: torch.Generator  # this step's draws (format selection, ...)
+
+
+@dataclass
+class OnlineResult:
+    """What an online run reports."""
+
+    history: list[dict[str, float]]  # every step's metrics from step 1 (TensorBoard's scalars)
+    steps: int  # steps done in total
+    resumed_from_step: int  # the checkpoint's step this run started from (0: a fresh run)
+    train_seconds: float  # wall time of this run's steps
+    world_size: int  # data-parallel processes
+    checkpoint: str | None  # path of the last checkpoint written (None without output_dir)
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator of one rank's step: a function of (seed, step, rank) only."""
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _mean(values: Tensor, mask: Tensor) -> float:
+    """Mean over `mask` (NaN when it is empty)."""
+    return float(values[mask].double().mean()) if mask.any() else float("nan")
+
+
+def reward_metrics(rewards: GroupRewards) -> dict[str, float]:
+    """`rewards/proxy`, `rewards/<term>`, `charts/true_*` and `charts/legality` of a group."""
+    metrics = {"rewards/proxy": _mean(rewards.total, rewards.scorable),
+               "charts/legality": float(rewards.legal.float().mean()),
+               "charts/true_watch_time": float(rewards.true_watch_time.double().mean()),
+               "charts/true_engagement": float(rewards.true_engagement.double().mean())}
+    for name, values in rewards.terms.items():
+        metrics[f"rewards/{name}"] = _mean(values, ~values.isnan())
+    return metrics
+
+
+class OnlineTrainer(ABC):
+    """The shared loop; a method says what it keeps of a rollout and what loss it takes."""
+
+    method: str  # the method's name, recorded in checkpoints
+
+    def __init__(
+        self,
+        policy: OneRecPolicy,
+        reward: str,
+        resources: Mapping[str, Any],
+        catalog: Catalog,
+        session_config: SessionConfig,
+        config: OnlineConfig,
+        ntp_data: ExampleSource | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`reward` is a spec (`rewards.build`), `resources` what its factories need
+        (pscore_model, codec, catalog); `catalog` and `session_config` make the simulated
+        users; `ntp_data` the logged exposures of the next-token loss; `metadata` is stored
+        in checkpoints as is (e.g. the logs folder)."""
+        if policy.config.dropout > 0:
+            raise ValueError(
+                f"the policy has dropout {policy.config.dropout}; RL needs exact log-probs "
+                "(pi_theta / pi_old), build it with dropout=0"
+            )
+        if policy.codec is None:
+            raise ValueError("the policy has no item codes; call policy.set_item_codes first")
+        if config.ntp_weight > 0 and ntp_data is None:
+            raise ValueError(
+                f"ntp_weight is {config.ntp_weight} but no logged exposures were given for the "
+                "next-token loss; pass ntp_data (LoggedExamples) or set ntp_weight=0"
+            )
+        self.policy, self.config, self.ntp_data = policy, config, ntp_data
+        self.reward = reward
+        self.scorer = GroupScorer(reward, {"codec": policy.codec, **resources},
+                                  config.reward_weights)
+        self.catalog, self.session_config = catalog, session_config
+        self.metadata = dict(metadata or {})
+        self.device = torch.device("cpu")
+        self.reference: OneRecPolicy | None = None
+
+    @abstractmethod
+    def prepare(self, batch: RolloutBatch) -> Any:
+        """What the method keeps of a rollout (advantages, a selection, pairs), once per step."""
+
+    @abstractmethod
+    def loss(self, batch: RolloutBatch, prepared: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's loss and its charts, once per optimisation iteration."""
+
+    def settings(self, world_size: int) -> dict[str, Any]:
+        """What a resumed run must share with the checkpoint."""
+        fields = {key: value for key, value in dataclasses.asdict(self.config).items()
+                  if key not in RUN_SETTINGS}
+        return json.loads(json.dumps({**fields, "method": self.method, "reward": self.reward,
+                                      "world_size": world_size}))
+
+    def train(self) -> OnlineResult:
+        """Train the policy in place (moved to the training device); resumes from
+        `config.output_dir` when it holds a checkpoint."""
+        self.device = training_device(self.config)
+        with process_group("nccl" if self.device.type == "cuda" else "gloo") as (rank, world):
+            return self._train(rank, world)
+
+    def _train(self, rank: int, world_size: int) -> OnlineResult:
+        config, policy, device = self.config, self.policy, self.device
+        policy.to(device).train()
+        optimizer = build_optimizer(policy, config.learning_rate, config.weight_decay)
+        scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.max_steps,
+                                           min_lr_rate=1.0)  # constant after the warm-up
+        sampler = None if self.ntp_data is None else BatchSampler(
+            self.ntp_data, policy.item_codes, config.ntp_batch_size,
+            torch.Generator().manual_seed(config.seed), rank, world_size)
+        if config.reference == "pretrained":
+            self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        settings = self.settings(world_size)
+        path = Path(config.output_dir) / CHECKPOINT_FILE if config.output_dir else None
+        history: list[dict[str, float]] = []
+        start_step = 0
+        if path is not None and path.exists():
+            checkpoint = read_checkpoint(path)
+            self._check_resumable(checkpoint.extra, path, settings)
+            restore_checkpoint(checkpoint, policy, optimizer, scheduler)
+            if sampler is not None:
+                sampler.load_state_dict(checkpoint.extra["ntp_sampler"])
+            if self.reference is not None:
+                self.reference.load_state_dict(checkpoint.extra["reference"])
+            history = list(checkpoint.extra["history"])
+            start_step = checkpoint.step
+        users = SimulatedUsers(self.catalog, self.session_config, config.users_per_step,
+                               config.seed, rank, world_size)
+        writes = rank == 0 and path is not None
+        closing = ExitStack()
+        closing.callback(users.close)
+        console = Console(stderr=True)
+        progress = closing.enter_context(Progress(
+            TextColumn(self.method), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"), console=console,
+            disable=not (config.progress and rank == 0 and console.is_terminal)))
+        task = progress.add_task(self.method, total=config.max_steps, completed=start_step,
+                                 status="")
+        writer = None
+        if writes:
+            from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: only when used
+
+            writer = closing.enter_context(SummaryWriter(
+                str(Path(config.output_dir) / TENSORBOARD_DIR),
+                purge_step=start_step + 1 if start_step else None))
+            writer.add_text("hyperparameters", _table({**settings, **self.metadata}), start_step)
+        started = time.perf_counter()
+        with closing:
+            for step in range(start_step + 1, config.max_steps + 1):
+                metrics = self._step(step, users, optimizer, scheduler, sampler, rank, world_size)
+                history.append(metrics)
+                progress.update(task, advance=1, status=(
+                    f"proxy {metrics['rewards/proxy']:.4f}  true watch "
+                    f"{metrics['charts/true_watch_time']:.2f} s"))
+                last = step == config.max_steps
+                if writer is not None and (step % config.logging_steps == 0 or last):
+                    since = step - (step - 1) // config.logging_steps * config.logging_steps
+                    window = history[-since:]  # the steps since the previous write
+                    for name in metrics:
+                        writer.add_scalar(name, float(np.nanmean([m[name] for m in window])),
+                                          step)
+                if writes and (step % config.save_steps == 0 or last):
+                    save_checkpoint(path, policy, optimizer, scheduler, step, {
+                        "model_config": json.dumps(config_json(policy.config)),
+                        "settings": settings,
+                        "ntp_sampler": {} if sampler is None else sampler.state_dict(),
+                        "reference": None if self.reference is None
+                        else self.reference.state_dict(),
+                        "history": history,
+                        **self.metadata,
+                    })
+        return OnlineResult(history, max(start_step, config.max_steps), start_step,
+                            time.perf_counter() - started, world_size,
+                            None if path is None else str(path))
+
+    def _check_resumable(self, extra: dict[str, Any], path: Path,
+                         settings: dict[str, Any]) -> None:
+        if "settings" not in extra or "history" not in extra:
+            raise ValueError(
+                f"{path} is not a checkpoint of an online alignment run; pass another output "
+                "folder (the policy to start from goes to --policy)"
+            )
+        differences = config_differences(extra["settings"], settings)
+        model = config_differences(json.loads(extra["model_config"]),
+                                   config_json(self.policy.config))
+        if differences or model:
+            raise ValueError(
+                f"{path} was trained with other settings ({'; '.join((differences + model)[:4])});"
+                " resume with the same ones (only max_steps may change), or pass another "
+                "output folder"
+            )
+
+    def _step(self, step: int, users: SimulatedUsers, optimizer: torch.optim.Optimizer,
+              scheduler: Any, sampler: BatchSampler | None, rank: int,
+              world_size: int) -> dict[str, float]:
+        config, policy, device = self.config, self.policy, self.device
+        observation = users.observe(step)
+        context = Context.from_observation(observation, device)
+        generator = step_generator(config.seed, step, rank, device)
+        rollout = generate_group(policy, context, config.rollout_config(), generator)
+        rewards = self.scorer(observation, rollout.codes, rollout.items,
+                              users.expected_feedback(rollout.items))
+        old_log_probs = rollout.log_probs
+        if self.reference is not None:
+            with torch.no_grad():
+                old_log_probs = self.reference.log_prob(context, rollout.codes)
+        batch = RolloutBatch(context, rollout, old_log_probs.detach(), rewards, generator)
+        prepared = self.prepare(batch)
+        iterations: list[dict[str, float]] = []  # each update's losses and charts
+        for _ in range(config.num_iterations):
+            method_loss, charts = self.loss(batch, prepared)
+            loss = method_loss
+            if sampler is not None and config.ntp_weight > 0:
+                examples = sampler.next_batch()
+                ntp = policy.ntp_loss(examples.context.to(device),
+                                      examples.target_codes.to(device)).loss
+                loss = loss + config.ntp_weight * ntp
+                charts["losses/ntp"] = ntp.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if world_size > 1:
+                _average_gradients(policy, world_size)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                policy.parameters(), config.max_grad_norm or float("inf"))
+            optimizer.step()
+            scheduler.step()
+            if world_size > 1:
+                for layer in policy.moe_layers():
+                    dist.all_reduce(layer.pending_counts)
+            policy.update_routing_balance()
+            iterations.append({"losses/total": float(loss.detach()),
+                               "charts/grad_norm": float(grad_norm),
+                               **{name: float(value) for name, value in charts.items()}})
+        # Over a step's updates: the largest of a `*_max` chart, the mean of anything else.
+        metrics = {**reward_metrics(rewards),
+                   **{name: (max if name.endswith("_max") else np.mean)(
+                       [update[name] for update in iterations]) for name in iterations[0]},
+                   "charts/learning_rate": scheduler.get_last_lr()[0]}
+        metrics = {name: float(value) for name, value in metrics.items()}
+        if world_size > 1:
+            names = sorted(metrics)
+            values = torch.tensor([metrics[name] for name in names], dtype=torch.float64,
+                                  device=device)
+            dist.all_reduce(values)
+            metrics = dict(zip(names, (values / world_size).tolist(), strict=True))
+        return metrics
+
+
+def _average_gradients(policy: OneRecPolicy, world_size: int) -> None:
+    """All-reduce every gradient to the mean over ranks (a missing one counts as zeros)."""
+    for parameter in policy.parameters():
+        if parameter.requires_grad:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size
+
+
+def _table(settings: Mapping[str, Any]) -> str:
+    rows = [f"| {name} | {value} |" for name, value in settings.items()]
+    return "\n".join(["| setting | value |", "|---|---|", *rows])
