@@ -1,92 +1,88 @@
-"""Alignment study: ECPO and GRPO from one pre-trained tiny checkpoint, proxy against truth.
+"""Alignment study: strategies x reward designs on the synthetic world, proxy against truth.
 
     python -m benchmarks.alignment [--preset full|smoke] [--work DIR] [--results DIR]
     onerec-lab bench alignment --preset smoke --json
 
-Stages (the world, the checkpoint and the P-score are cached in `--work`):
+Every run starts from the one pre-trained tiny OneRec of the study world (`benchmarks.study`:
+the quickstart's world, cascade-logged) and every policy is evaluated on the same simulated
+users with the TRUE outcome, the proxy "pscore + 0.5*format" beside it. Parts:
 
-1. world: `onerec-lab simulate` (popularity logging policy) on the synthetic catalog;
-2. pre-training: `onerec-lab pretrain --preset tiny` on those logs;
-3. P-score: `onerec-lab reward fit` on the same logs;
-4. runs, each from the pre-trained checkpoint, evaluated in the simulator on the same
-   users (unconstrained decoding, the top slate of the beams served):
-   - ECPO on "pscore + format" (the report's format rule) over `seeds`, at the headline
-     setting (lr 3e-3, 4 updates per rollout) and at a gentle one (lr 3e-4, 1 update);
-   - ECPO on "pscore" alone: legality without the format reward;
-   - ECPO on "oracle + format": the same pipeline optimising the truth itself;
-   - GRPO against ECPO at the headline setting without gradient clipping: with several
-     updates per rollout the ratios leave 1, and only the losses' own bounds differ.
+1. matrix: {pre-trained, RSFT, GRPO, ECPO, DPO, SB3 PPO over a candidate slate, cascade,
+   popular, random} x {pscore, pscore+format, pscore+format+business, oracle}, over seeds;
+   the baselines do not train on a reward, so they have one row each;
+2. the headline (issue #6): ECPO on "pscore + format" against the pre-trained policy, with
+   legality under unconstrained decoding, and ECPO on "pscore" alone (no format reward);
+3. stability: GRPO against ECPO at a large learning rate with several updates per rollout
+   and no gradient clipping, so that only the losses' own bounds differ.
 
-Writes `alignment.md`, `alignment.json`, `alignment_curves.png` (proxy and true outcome of
-the rollouts, per step) and `alignment_stability.png` under `--results`.
+Writes `alignment<suffix>.md`, `.json`, `alignment_matrix<suffix>.png` (true watch time per
+strategy and reward), `alignment_curves<suffix>.png` (proxy and truth of the rollouts over
+RL steps) and `alignment_stability<suffix>.png` under `--results`; suffix "" for full.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from envs.logs import LoggedSessions
+from benchmarks.study import BASELINES, Study, WorldConfig, build_world
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.pretrain import PretrainArgs
-from onerec_lab.commands.pretrain import run as pretrain_command
-from onerec_lab.commands.reward import RewardFitArgs, run_fit
-from onerec_lab.commands.simulate import SimulateArgs
-from onerec_lab.commands.simulate import run as simulate
-from policies.onerec import OneRecPolicy
-from rewards import build, load_pscore
-from trainers.evaluate import EvaluationConfig, OneRecRecommender, evaluate
-from trainers.grpo import GRPOConfig, GRPOTrainer
-from trainers.pretrain import CHECKPOINT_FILE, load_policy
-from trainers.pretrain_data import LoggedExamples
+from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
+from rewards import EnvReward, build
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# Reward designs of the matrix: name -> spec (rewards/README.md).
+REWARDS = {
+    "pscore": "pscore",
+    "pscore+format": "pscore + 0.5*format",
+    "pscore+format+business": "business(pscore, alpha=0.5, f=0.3) + 0.5*format",
+    "oracle": "oracle",
+}
+METHODS = ("rsft", "grpo", "ecpo", "dpo")  # the lab's online methods in the matrix
+FORMAT_SELECTION_K = 4  # the report's format rule for the GRPO family (K random samples)
 
 
 @dataclass(frozen=True)
 class StudyPreset:
-    """Sizes of one study."""
+    """Sizes of one run of the study."""
 
-    items: int  # synthetic catalog
-    log_users: int  # logged sessions (popularity policy)
-    log_requests: int  # requests per logged session
-    codebook: int  # codes per level of the semantic IDs
-    embedding_steps: int  # item-embedding steps of the tokenizer
-    pretrain_steps: int  # next-token steps of the tiny checkpoint
-    pscore_epochs: int  # P-score epochs
-    steps: int  # RL steps of a headline run (each: one rollout, ITERATIONS updates)
-    gentle_steps: int  # RL steps of a run at the gentle setting (one update per rollout)
+    world: WorldConfig  # the cached world (catalog, logs, checkpoint, P-score)
+    steps: int  # RL steps per run (one rollout of users x G each)
     users: int  # users per RL step
-    generations: int  # items per user (G)
-    format_selection_k: int  # the report's format rule: K random samples per group
-    eval_users: int  # users of every evaluation
+    generations: int  # G items per user
+    learning_rate: float  # AdamW step of the runs
+    eval_users: int  # users of every evaluation (the same users for every policy)
     eval_requests: int  # most requests per evaluated session
-    seeds: tuple[int, ...]  # seeds of the headline runs
+    seeds: tuple[int, ...]  # training seeds of every (method, reward) cell
+    ppo_timesteps: int  # SB3 PPO requests per run
+    stability_steps: int  # steps of the GRPO / ECPO stability runs
+    stability_learning_rate: float  # their (large) learning rate
+    stability_iterations: int  # their updates per rollout
 
 
 PRESETS = {
-    "full": StudyPreset(items=5000, log_users=1000, log_requests=10, codebook=64,
-                        embedding_steps=300, pretrain_steps=600, pscore_epochs=4, steps=24,
-                        gentle_steps=40, users=16, generations=32, format_selection_k=16,
-                        eval_users=200, eval_requests=20, seeds=(0, 1, 2)),
-    "smoke": StudyPreset(items=1000, log_users=200, log_requests=5, codebook=16,
-                         embedding_steps=40, pretrain_steps=30, pscore_epochs=1, steps=3,
-                         gentle_steps=3, users=4, generations=8, format_selection_k=4,
-                         eval_users=12, eval_requests=4, seeds=(0, 1, 2)),
+    "full": StudyPreset(world=WorldConfig(), steps=40, users=16, generations=16,
+                        learning_rate=3e-4, eval_users=100, eval_requests=20, seeds=(0, 1, 2),
+                        ppo_timesteps=6_000, stability_steps=20,
+                        stability_learning_rate=3e-3, stability_iterations=4),
+    "smoke": StudyPreset(world=WorldConfig(items=400, codebook=8, embedding_steps=30,
+                                           log_users=60, log_requests=4, pretrain_steps=20,
+                                           pscore_epochs=1),
+                         steps=2, users=4, generations=8, learning_rate=3e-4, eval_users=8,
+                         eval_requests=4, seeds=(0,), ppo_timesteps=64, stability_steps=2,
+                         stability_learning_rate=3e-3, stability_iterations=2),
 }
-LEARNING_RATE = 3e-3  # headline RL step size (Adam), with ITERATIONS updates per rollout
-ITERATIONS = 4  # updates per rollout (TRL's num_iterations): the ratio leaves 1, the clips act
-GENTLE_LEARNING_RATE = 3e-4  # the gentle setting: 10x smaller, one update per rollout
-NTP_WEIGHT = 0.1  # next-token co-training: 1.0 pins the policy to the logging policy's items
+NTP_WEIGHT = 0.1  # next-token co-training weight (OneRec co-trains instead of a KL term)
+HEADLINE = ("ecpo", "pscore+format")
 
 
 @dataclass
@@ -94,262 +90,303 @@ class AlignmentBenchArgs:
     """Arguments of `python -m benchmarks.alignment` (and `onerec-lab bench alignment`)."""
 
     preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: minutes, CPU
-    work: str = "runs/alignment"  # cache of the world, the checkpoint and the P-score
-    results: str = str(RESULTS)  # where alignment.md / .json / *.png are written
-    json: bool = False  # print the results as one JSON object
-
-
-def _world(args: AlignmentBenchArgs, preset: StudyPreset) -> tuple[Path, Path]:
-    """Logs (with their P-score) and the pre-trained checkpoint, made once per work folder."""
-    work = Path(args.work) / args.preset
-    logs_dir, checkpoint = work / "logs", work / "pretrained" / CHECKPOINT_FILE
-    if not (logs_dir / "sessions.npz").is_file():
-        simulate(SimulateArgs(policy="popular", users=preset.log_users,
-                              requests=preset.log_requests, seed=0, out=str(logs_dir),
-                              items=preset.items))
-    if not (logs_dir / "pscore").is_dir():
-        run_fit(RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"), seed=0,
-                              epochs=preset.pscore_epochs,
-                              pareto_steps=300 if args.preset == "full" else 20))
-    # Resumes an interrupted pre-training; returns at once when it is complete.
-    pretrain_command(PretrainArgs(out=str(checkpoint.parent), preset="tiny", logs=str(logs_dir),
-                                  codebook=preset.codebook, embedding_steps=preset.embedding_steps,
-                                  steps=preset.pretrain_steps, seed=0, json=True))
-    return logs_dir, checkpoint
-
-
-class Study:
-    """The shared world of every run, and how a run is trained and measured."""
-
-    def __init__(self, logs_dir: Path, checkpoint: Path, preset: StudyPreset) -> None:
-        self.logs = LoggedSessions.load(logs_dir)
-        self.start = load_policy(checkpoint)
-        self.pscore = load_pscore(logs_dir / "pscore")
-        self.preset = preset
-        self.session_config = self.logs.session_config()
-        self.examples = LoggedExamples(self.logs)
-
-    def evaluate(self, policy: OneRecPolicy, reward: str) -> dict[str, Any]:
-        """The policy on the study's evaluation users, with `reward` as the proxy."""
-        proxy = build(reward, pscore_model=self.pscore, codec=policy.codec,
-                      catalog=self.logs.catalog)
-        config = EvaluationConfig(users=self.preset.eval_users,
-                                  max_requests=self.preset.eval_requests)
-        recommender = OneRecRecommender(policy, self.session_config.slate_size)
-        return evaluate(recommender, self.logs.catalog, self.session_config, config, proxy)
-
-    def train(self, reward: str, config: GRPOConfig) -> tuple[OneRecPolicy, list[dict]]:
-        """ECPO / GRPO from the pre-trained policy; the policy and its per-step metrics."""
-        policy = copy.deepcopy(self.start)
-        trainer = GRPOTrainer(policy, reward, {"pscore_model": self.pscore,
-                                               "catalog": self.logs.catalog},
-                              self.logs.catalog, self.session_config, config, self.examples)
-        return policy, trainer.train().history
-
-    def headline_config(self, seed: int, **overrides: Any) -> GRPOConfig:
-        preset = self.preset
-        return replace(GRPOConfig(
-            loss_type="ecpo", learning_rate=LEARNING_RATE, num_iterations=ITERATIONS,
-            max_steps=preset.steps, users_per_step=preset.users, num_generations=preset.generations,
-            ntp_weight=NTP_WEIGHT, format_selection_k=preset.format_selection_k, seed=seed,
-            progress=False), **overrides)
+    work: str = "runs/studies"  # cache of the study world (built once per preset)
+    results: str = str(RESULTS)  # where alignment*.md / .json / .png are written
+    json: bool = False  # print the summary as one JSON object
+    skip_ppo: bool = False  # leave SB3 PPO out of the matrix (it trains the longest)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1
-            else 0.0, "min": float(array.min()), "max": float(array.max())}
+    return {"mean": float(array.mean()),
+            "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
+            "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
+
+
+def _rl_settings(preset: StudyPreset, method: str, reward: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "learning_rate": preset.learning_rate, "max_steps": preset.steps,
+        "users_per_step": preset.users, "num_generations": preset.generations,
+        "ntp_weight": NTP_WEIGHT,
+    }
+    if method in ("grpo", "ecpo") and "format" in REWARDS[reward]:
+        settings["format_selection_k"] = min(FORMAT_SELECTION_K, preset.generations)
+    return settings
+
+
+FIGURES = ("true_watch_time", "proxy_reward", "legality", "session_length", "diversity",
+           "coverage", "shown_duration_s")
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {figure: _spread([run[figure] for run in runs]) for figure in FIGURES}
 
 
 def run(args: AlignmentBenchArgs) -> dict[str, Any]:
-    """Run the study, write the results, return them."""
+    """Run the study, write the results, return the summary."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     preset = PRESETS[args.preset]
-    study = Study(*_world(args, preset), preset)
-    headline_reward = "pscore + format"
-    evaluations: dict[str, dict[str, Any]] = {"pretrained": study.evaluate(study.start,
-                                                                          headline_reward)}
-    curves: dict[str, list[dict]] = {}
-    gentle = {"learning_rate": GENTLE_LEARNING_RATE, "num_iterations": 1,
-              "max_steps": preset.gentle_steps}
-    for seed in preset.seeds:
-        for name, overrides in ((f"ecpo pscore+format seed {seed}", {}),
-                                (f"ecpo pscore+format gentle seed {seed}", gentle)):
-            policy, curves[name] = study.train(headline_reward,
-                                               study.headline_config(seed, **overrides))
-            evaluations[name] = study.evaluate(policy, headline_reward)
-    for name, reward, overrides in (
-        ("ecpo pscore (no format) seed 0", "pscore", {"format_selection_k": 0}),
-        ("ecpo oracle+format seed 0", "oracle + format", {}),
-    ):
-        policy, curves[name] = study.train(reward, study.headline_config(0, **overrides))
-        evaluations[name] = study.evaluate(policy, headline_reward)
+    world = build_world(preset.world, Path(args.work) / args.preset / "world")
+    study = Study(world, eval_users=preset.eval_users, eval_requests=preset.eval_requests)
+    timings: dict[str, float] = {"world": round(time.perf_counter() - started, 1)}
+
+    cells: dict[str, dict[str, Any]] = {}  # "method on reward" -> per-seed evaluations
+    cells["pretrained"] = {"runs": [study.evaluate_policy(study.start)]}
+    for name in BASELINES:
+        cells[name] = {"runs": [study.evaluate(study.baseline(name))]}
+    timings["baselines"] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
+    curves: dict[str, list[dict[str, float]]] = {}
+    for method in METHODS:
+        for reward, spec in REWARDS.items():
+            runs = []
+            for seed in preset.seeds:
+                policy, history = study.train(method, spec, seed,
+                                              **_rl_settings(preset, method, reward))
+                runs.append(study.evaluate_policy(policy))
+                curves[f"{method} on {reward}, seed {seed}"] = history
+            cells[f"{method} on {reward}"] = {"runs": runs}
+    timings["online methods"] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
+    if not args.skip_ppo:
+        for reward, spec in REWARDS.items():
+            runs = []
+            for seed in preset.seeds:
+                reward_fn = EnvReward(build(spec, codec=study.start.codec,
+                                            **study.reward_resources()))
+                model = train_ppo(study.catalog, PPOAgentConfig(
+                    total_timesteps=preset.ppo_timesteps, seed=seed,
+                    n_steps=max(2, min(64, preset.ppo_timesteps // 8)),
+                    batch_size=max(2, min(128, preset.ppo_timesteps // 8))),
+                    study.session_config, reward_fn=reward_fn)
+                runs.append(study.evaluate(PPOSlateRecommender(
+                    model, study.catalog, study.session_config.slate_size)))
+            cells[f"sb3_ppo on {reward}"] = {"runs": runs}
+        timings["sb3 ppo"] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
+    no_format = []
+    for seed in preset.seeds:  # ECPO on the P-score alone: no format reward, no format rule
+        policy, curves[f"ecpo on pscore (no format rule), seed {seed}"] = study.train(
+            "ecpo", "pscore", seed, **_rl_settings(preset, "ecpo", "pscore"))
+        no_format.append(study.evaluate_policy(policy))
+
     stability = {}
-    for loss_type in ("grpo", "ecpo"):  # the headline setting without gradient clipping
-        config = study.headline_config(0, loss_type=loss_type, max_grad_norm=0.0)
-        policy, stability[loss_type] = study.train(headline_reward, config)
-        evaluations[f"{loss_type} unclipped seed 0"] = study.evaluate(policy, headline_reward)
+    for loss_type in ("grpo", "ecpo"):
+        settings = {**_rl_settings(preset, loss_type, "pscore+format"),
+                    "learning_rate": preset.stability_learning_rate,
+                    "num_iterations": preset.stability_iterations,
+                    "max_steps": preset.stability_steps, "max_grad_norm": 0.0}
+        policy, stability[loss_type] = study.train(loss_type, REWARDS["pscore+format"], 0,
+                                                   **settings)
+        cells[f"{loss_type} large lr, unclipped"] = {"runs": [study.evaluate_policy(policy)]}
+    timings["stability"] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
-    def spreads(prefix: str, key: str) -> dict[str, dict[str, float]]:
-        """Mean, std, min and max over the seeds of the runs named `prefix seed N`."""
-        runs = [evaluations[f"{prefix} seed {seed}"] for seed in preset.seeds]
-        return {f"{key}_{figure}": _spread([run[figure] for run in runs])
-                for figure in ("true_watch_time", "proxy_reward", "legality")}
-
+    for cell in cells.values():
+        cell["summary"] = _summarise(cell["runs"])
+    headline = cells[" on ".join(HEADLINE)]["summary"]
+    pretrained = cells["pretrained"]["summary"]
     summary = {
-        "pretrained_true_watch_time": evaluations["pretrained"]["true_watch_time"],
-        "pretrained_proxy_reward": evaluations["pretrained"]["proxy_reward"],
-        **spreads("ecpo pscore+format", "ecpo"),
-        **spreads("ecpo pscore+format gentle", "ecpo_gentle"),
-        "no_format_legality": evaluations["ecpo pscore (no format) seed 0"]["legality"],
-        "no_format_rollout_legality": curves["ecpo pscore (no format) seed 0"][-1][
-            "charts/legality"],
-        "oracle_true_watch_time": evaluations["ecpo oracle+format seed 0"]["true_watch_time"],
+        "pretrained_true_watch_time": pretrained["true_watch_time"]["mean"],
+        "cascade_true_watch_time": cells["cascade"]["summary"]["true_watch_time"]["mean"],
+        "ecpo_true_watch_time": headline["true_watch_time"],
+        "ecpo_legality": headline["legality"],
+        "ecpo_no_format_legality": _spread([run["legality"] for run in no_format]),
+        "ecpo_above_pretrained_seeds": sum(
+            run["true_watch_time"] > pretrained["true_watch_time"]["mean"]
+            for run in cells[" on ".join(HEADLINE)]["runs"]),
+        "seeds": list(preset.seeds),
+        "stability": {loss: {"ratio_max": max(h["charts/ratio_max"] for h in history),
+                             "grad_norm_max": max(h["charts/grad_norm"] for h in history),
+                             "legality_min": min(h["charts/legality"] for h in history)}
+                      for loss, history in stability.items()},
     }
     result = {
-        "command": f"python -m benchmarks.alignment --preset {args.preset}",
+        "command": f"python -m benchmarks.alignment --preset {args.preset}"
+                   + (" --skip-ppo" if args.skip_ppo else ""),
         "preset": asdict(preset),
-        "settings": {"learning_rate": LEARNING_RATE, "num_iterations": ITERATIONS,
-                     "gentle_learning_rate": GENTLE_LEARNING_RATE, "ntp_weight": NTP_WEIGHT,
-                     "rollout": "beam",
-                     "reference": "current", "headline_reward": headline_reward},
+        "rewards": REWARDS,
+        "settings": {"ntp_weight": NTP_WEIGHT, "format_selection_k": FORMAT_SELECTION_K,
+                     "rollout": "beam", "reference": "current",
+                     "proxy_of_the_table": study.proxy_spec},
         "summary": summary,
-        "evaluations": evaluations,
+        "cells": {name: cell["summary"] for name, cell in cells.items()},
+        "runs": {name: cell["runs"] for name, cell in cells.items()},
+        "no_format_runs": no_format,
         "curves": curves,
         "stability": stability,
-        "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
+        "timings_s": timings,
+        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
+                   f"{torch.__version__}, 1 thread",
         "seconds": round(time.perf_counter() - started, 1),
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.preset == "full" else f"_{args.preset}"
-    (results / f"alignment{suffix}.json").write_text(json.dumps(result, indent=2))
-    _plot(curves, stability, results, suffix)
+    (results / f"alignment{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    _plot(result, results, suffix)
     (results / f"alignment{suffix}.md").write_text(_markdown(result, suffix))
-    return {key: value for key, value in result.items() if key not in ("curves", "stability")}
+    return {"summary": summary, "cells": result["cells"], "seconds": result["seconds"],
+            "results": str(results / f"alignment{suffix}.md")}
 
 
-def _plot(curves: dict[str, list[dict]], stability: dict[str, list[dict]], results: Path,
-          suffix: str) -> None:
+def _plot(result: dict[str, Any], results: Path, suffix: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cells = result["cells"]
+    rewards = list(REWARDS)
+    strategies = [*METHODS, "sb3_ppo"]
+    figure, axis = plt.subplots(figsize=(12.5, 4.5))
+    width = 0.8 / len(rewards)
+    for index, reward in enumerate(rewards):
+        means, errors, positions = [], [], []
+        for position, strategy in enumerate(strategies):
+            cell = cells.get(f"{strategy} on {reward}")
+            if cell is None:
+                continue
+            positions.append(position + (index - (len(rewards) - 1) / 2) * width)
+            means.append(cell["true_watch_time"]["mean"])
+            errors.append(cell["true_watch_time"]["std"])
+        axis.bar(positions, means, width, yerr=errors, capsize=2, label=f"reward: {reward}")
+    for name, style in (("pretrained", "-"), ("cascade", "--"), ("popular", ":"),
+                        ("random", "-.")):
+        axis.axhline(cells[name]["true_watch_time"]["mean"], color="black", linestyle=style,
+                     linewidth=1, label=name)
+    axis.set_xticks(range(len(strategies)), [s.upper().replace("_", " ") for s in strategies])
+    axis.set_ylabel("true watch time per session (s)")
+    axis.set_title("True watch time after alignment, by strategy and reward "
+                   f"(mean ± std over seeds {result['summary']['seeds']})")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    figure.savefig(results / f"alignment_matrix{suffix}.png", dpi=110)
+    plt.close(figure)
+
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, history in curves.items():
+    for name, history in result["curves"].items():
+        if not name.startswith("ecpo on pscore"):
+            continue
         steps = np.arange(1, len(history) + 1)
         axes[0].plot(steps, [h.get("rewards/pscore", np.nan) for h in history], label=name)
         axes[1].plot(steps, [h["charts/true_watch_time"] for h in history], label=name)
         axes[2].plot(steps, [h["charts/legality"] for h in history], label=name)
-    for axis, title in zip(axes, ("P-score of the rollouts (proxy)",
-                                  "true watch time per rolled-out item (s)",
-                                  "legality of the rollouts"), strict=True):
+    for axis, title, label in zip(axes, (
+            "proxy: P-score of the rollouts", "truth: expected watch time per rolled-out item",
+            "legality of the rollouts (unconstrained)"), ("P-score", "seconds", "share legal"),
+            strict=True):
         axis.set_title(title)
-        axis.set_xlabel("step")
-    axes[2].legend(fontsize=7)
+        axis.set_xlabel("ECPO step")
+        axis.set_ylabel(label)
+    axes[2].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(results / f"alignment_curves{suffix}.png", dpi=110)
     plt.close(figure)
 
-    charts = (("charts/ratio_max", "largest ratio in a step"),
-              ("charts/grad_norm", "gradient norm (no clipping)"),
+    charts = (("charts/ratio_max", "largest ratio pi/pi_old in a step"),
+              ("charts/grad_norm", "gradient norm (unclipped)"),
               ("charts/legality", "legality of the rollouts"),
               ("charts/true_watch_time", "true watch time per item (s)"))
     figure, axes = plt.subplots(1, len(charts), figsize=(18, 4))
-    for loss_type, history in stability.items():
+    for loss_type, history in result["stability"].items():
         steps = np.arange(1, len(history) + 1)
         for axis, (key, title) in zip(axes, charts, strict=True):
-            axis.plot(steps, [h[key] for h in history], label=loss_type)
+            axis.plot(steps, [h[key] for h in history], label=loss_type.upper())
             axis.set_title(title)
             axis.set_xlabel("step")
     axes[0].set_yscale("log")
     axes[0].legend()
+    figure.suptitle("GRPO against ECPO at a large learning rate, several updates per rollout")
     figure.tight_layout()
     figure.savefig(results / f"alignment_stability{suffix}.png", dpi=110)
     plt.close(figure)
 
 
+def _cell(value: dict[str, float], digits: int) -> str:
+    if value["n"] == 1:
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
 def _markdown(result: dict[str, Any], suffix: str) -> str:
-    preset, summary, settings = result["preset"], result["summary"], result["settings"]
-    rows = []
-    for name, figures in result["evaluations"].items():
-        rows.append(
-            f"| {name} | {figures['true_watch_time']:.0f} ± {figures['true_watch_time_sem']:.0f}"
-            f" | {figures['proxy_reward']:.4f} | {figures['legality']:.3f} | "
-            f"{figures['session_length']:.2f} | {figures['shown_duration_s']:.1f} | "
-            f"{figures['diversity']:.2f} | {figures['coverage']:.4f} |")
-
-    def spread(key: str, digits: int = 0) -> str:
-        value = summary[key]
-        return (f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f} (min "
-                f"{value['min']:.{digits}f}, max {value['max']:.{digits}f})")
-
-    def stability_row(loss_type: str) -> str:
-        history = result["stability"][loss_type]
-        return (f"| {loss_type} | {max(h['charts/ratio_max'] for h in history):.2f} | "
-                f"{max(h['charts/grad_norm'] for h in history):.2f} | "
-                f"{min(h['charts/legality'] for h in history):.3f} | "
-                f"{history[-1]['charts/true_watch_time']:.2f} | "
-                f"{result['evaluations'][f'{loss_type} unclipped seed 0']['true_watch_time']:.0f}"
-                " |")
-
+    preset, summary = result["preset"], result["summary"]
+    world = preset["world"]
+    rows = [f"| {name} | {_cell(c['true_watch_time'], 0)} | {_cell(c['session_length'], 2)} | "
+            f"{_cell(c['proxy_reward'], 4)} | {_cell(c['legality'], 3)} | "
+            f"{_cell(c['shown_duration_s'], 1)} | {_cell(c['diversity'], 2)} | "
+            f"{_cell(c['coverage'], 4)} |" for name, c in result["cells"].items()]
+    ecpo = summary["ecpo_true_watch_time"]
+    stability = summary["stability"]
     return "\n".join([
-        "# Alignment: ECPO and GRPO on the synthetic world",
+        "# Alignment: strategies x reward designs on the synthetic world",
         "",
         f"Command: `{result['command']}` ({result['seconds']:.0f} s; {result['machine']}).",
         "",
-        f"World: {preset['items']} items, {preset['log_users']} logged sessions of the "
-        f"popularity policy ({preset['log_requests']} requests). One tiny OneRec pre-trained "
-        f"{preset['pretrain_steps']} steps on them; every run starts from it, with "
-        f"{preset['users']} new simulated users per step, G = {preset['generations']} beams "
-        f"each (unconstrained), the on-policy reference, next-token co-training weight "
-        f"{settings['ntp_weight']} and the report's format rule (K = "
-        f"{preset['format_selection_k']} random samples per group). Headline setting: lr "
-        f"{settings['learning_rate']}, {settings['num_iterations']} updates per rollout, "
-        f"{preset['steps']} steps, gradient norm clipped at 1; gentle setting: lr "
-        f"{settings['gentle_learning_rate']}, 1 update per rollout, {preset['gentle_steps']} "
-        f"steps. Evaluation: the same {preset['eval_users']} simulated users, at most "
-        f"{preset['eval_requests']} requests per session, unconstrained beam search, the top 10 "
-        "of 20 beams served (an illegal code is a blank). Proxy = \"pscore + format\" of the "
-        "served slates.",
+        f"World (`benchmarks/study.py`, the quickstart's): {world['items']} items, "
+        f"{world['codebook']}^3 balanced RQ-Kmeans codes, {world['log_users']} sessions of at "
+        f"most {world['log_requests']} requests logged by the cascade, one tiny OneRec "
+        f"pre-trained {world['pretrain_steps']} steps on them, the P-score fitted on them. "
+        f"Every RL run starts from that checkpoint: {preset['steps']} steps of "
+        f"{preset['users']} new simulated users x G = {preset['generations']} beams "
+        f"(unconstrained), lr {preset['learning_rate']}, on-policy reference, next-token "
+        f"co-training weight {result['settings']['ntp_weight']}, the report's format rule "
+        f"(K = {result['settings']['format_selection_k']}) for GRPO / ECPO when the reward has "
+        f"a format term. SB3 PPO: {preset['ppo_timesteps']} requests over 50 retrieved "
+        "candidates. Evaluation: the same "
+        f"{preset['eval_users']} simulated users for every policy, at most "
+        f"{preset['eval_requests']} requests per session, OneRec served by unconstrained beam "
+        "search (top 10 of 20 beams; an illegal code is a blank). Cells: mean ± std over "
+        f"training seeds {summary['seeds']}; baselines and the pre-trained policy do not "
+        "train, so one figure. Proxy column: "
+        f"`{result['settings']['proxy_of_the_table']}` of the served slates.",
         "",
-        "| policy | true watch time / session (s) ± s.e. | proxy / slate | legality | "
-        "session length | shown duration (s) | categories / slate | coverage |",
+        "Reward specs: " + "; ".join(f"{name} = `{spec}`" for name, spec in
+                                     result["rewards"].items()) + ".",
+        "",
+        "| policy (on reward) | true watch time / session (s) | session length | proxy | "
+        "legality | shown duration (s) | categories / slate | coverage |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
+        "![matrix](alignment_matrix" + suffix + ".png)",
+        "",
+        "## Headline: ECPO on the production-style proxy",
+        "",
         f"- Pre-trained: {summary['pretrained_true_watch_time']:.0f} s of true watch time per "
-        f"session, proxy {summary['pretrained_proxy_reward']:.4f}.",
-        f"- ECPO on \"pscore + format\", headline setting, seeds {list(preset['seeds'])}: true "
-        f"watch time {spread('ecpo_true_watch_time')} s; proxy "
-        f"{spread('ecpo_proxy_reward', 4)}; legality {spread('ecpo_legality', 3)}.",
-        f"- The gentle setting: true watch time {spread('ecpo_gentle_true_watch_time')} s; "
-        f"proxy {spread('ecpo_gentle_proxy_reward', 4)}.",
-        f"- Without the format reward: legality {summary['no_format_legality']:.3f} of the "
-        f"served slots, {summary['no_format_rollout_legality']:.3f} of the last rollouts.",
-        f"- The same pipeline on the oracle (\"oracle + format\"): "
-        f"{summary['oracle_true_watch_time']:.0f} s.",
+        f"session; cascade {summary['cascade_true_watch_time']:.0f} s.",
+        f"- ECPO on \"pscore + format\": {ecpo['mean']:.0f} ± {ecpo['std']:.0f} s (min "
+        f"{ecpo['min']:.0f}, max {ecpo['max']:.0f}; {summary['ecpo_above_pretrained_seeds']} of "
+        f"{ecpo['n']} seeds above the pre-trained policy); legality "
+        f"{summary['ecpo_legality']['mean']:.3f} (min {summary['ecpo_legality']['min']:.3f}).",
+        f"- ECPO on \"pscore\" without the format reward: legality "
+        f"{summary['ecpo_no_format_legality']['mean']:.3f} (min "
+        f"{summary['ecpo_no_format_legality']['min']:.3f}).",
         "",
-        f"![curves](alignment_curves{suffix}.png)",
+        "![curves](alignment_curves" + suffix + ".png)",
         "",
-        "## ECPO against GRPO without gradient clipping",
+        "## ECPO against GRPO at a large learning rate",
         "",
-        "The headline setting (lr "
-        f"{settings['learning_rate']}, {settings['num_iterations']} updates per rollout, so "
-        "ratios leave 1) with the gradient-norm clip off, so that only the losses' own bounds "
-        "differ (seed 0).",
+        f"lr {preset['stability_learning_rate']}, {preset['stability_iterations']} updates per "
+        f"rollout, {preset['stability_steps']} steps, no gradient clipping, seed 0, reward "
+        "\"pscore + format\".",
         "",
-        "| loss | largest ratio | largest gradient norm | lowest rollout legality | "
-        "true watch / rolled-out item at the end (s) | evaluated true watch / session (s) |",
-        "|---|---|---|---|---|---|",
-        stability_row("grpo"),
-        stability_row("ecpo"),
+        "| loss | largest ratio | largest gradient norm | lowest rollout legality |",
+        "|---|---|---|---|",
+        *[f"| {loss} | {figures['ratio_max']:.2f} | {figures['grad_norm_max']:.2f} | "
+          f"{figures['legality_min']:.3f} |" for loss, figures in stability.items()],
         "",
-        f"![stability](alignment_stability{suffix}.png)",
+        "![stability](alignment_stability" + suffix + ".png)",
+        "",
+        "Stage times (s): " + ", ".join(f"{name} {seconds:.0f}"
+                                        for name, seconds in result["timings_s"].items()) + ".",
         "",
     ])
+
+
+def print_human(result: dict[str, Any]) -> None:
+    """`onerec-lab bench alignment` without --json: the markdown report."""
+    print(Path(result["results"]).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,9 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     add_dataclass_arguments(parser, AlignmentBenchArgs)
     args = build_from_namespace(AlignmentBenchArgs, parser.parse_args(argv))
     result = run(args)
-    print(json.dumps(result["summary"], indent=2) if args.json else
-          (Path(args.results) / ("alignment.md" if args.preset == "full"
-                                 else f"alignment_{args.preset}.md")).read_text())
+    print(json.dumps(result, indent=2, default=float) if args.json
+          else Path(result["results"]).read_text())
     return 0
 
 

@@ -41,7 +41,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("bench", "alignment"): Command(
         "benchmarks.alignment", "AlignmentBenchArgs",
-        "alignment study: ECPO / GRPO from a pre-trained checkpoint, proxy against truth",
+        "alignment study: strategies x reward designs, proxy against truth, GRPO vs ECPO",
     ),
     ("tokenize",): Command(
         "onerec_lab.commands.tokenize", "TokenizeArgs",

@@ -1,4 +1,5 @@
-"""`onerec-lab bench alignment --preset smoke`: the whole study, end to end, in minutes."""
+"""The alignment studies at their smoke size, end to end: `onerec-lab bench alignment --preset
+smoke` (the command contract), then the hacking and ablation studies on the same cached world."""
 
 from __future__ import annotations
 
@@ -10,23 +11,63 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.ablations import AblationBenchArgs
+from benchmarks.ablations import run as run_ablations
+from benchmarks.alignment import METHODS, REWARDS
+from benchmarks.hacking import HackingBenchArgs
+from benchmarks.hacking import run as run_hacking
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.heavy
-def test_the_smoke_study_writes_its_tables_and_plots(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def smoke_alignment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The smoke alignment study through the CLI; its work folder caches the world."""
+    root = tmp_path_factory.mktemp("studies")
     command = [sys.executable, "-m", "onerec_lab.cli", "bench", "alignment", "--preset", "smoke",
-               "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"),
-               "--json"]
+               "--work", str(root / "work"), "--results", str(root / "results"), "--json"]
     completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout)
-    summary = result["summary"]
-    assert summary["ecpo_true_watch_time"]["mean"] > 0 and 0 <= summary["no_format_legality"] <= 1
-    assert len(result["preset"]["seeds"]) == 3
-    for name in ("alignment_smoke.md", "alignment_smoke.json", "alignment_curves_smoke.png",
-                 "alignment_stability_smoke.png"):
-        assert (tmp_path / "results" / name).is_file(), name
-    table = (tmp_path / "results" / "alignment_smoke.md").read_text()
-    assert "| pretrained |" in table and "| grpo |" in table and "| ecpo |" in table
+    return root, json.loads(completed.stdout)
+
+
+@pytest.mark.heavy
+def test_the_smoke_alignment_study_writes_its_tables_and_plots(smoke_alignment) -> None:
+    root, result = smoke_alignment
+    summary, cells = result["summary"], result["cells"]
+    assert summary["ecpo_true_watch_time"]["mean"] > 0
+    assert 0 <= summary["ecpo_no_format_legality"]["mean"] <= 1
+    expected = {"pretrained", "random", "popular", "cascade",
+                *(f"{method} on {reward}" for method in (*METHODS, "sb3_ppo") for reward in REWARDS)}
+    assert expected <= set(cells)
+    for cell in cells.values():
+        assert cell["legality"]["mean"] >= 0 and cell["true_watch_time"]["mean"] >= 0
+    for name in ("alignment_smoke.md", "alignment_smoke.json", "alignment_matrix_smoke.png",
+                 "alignment_curves_smoke.png", "alignment_stability_smoke.png"):
+        assert (root / "results" / name).is_file(), name
+    table = (root / "results" / "alignment_smoke.md").read_text()
+    assert "| pretrained |" in table and "| ecpo on pscore+format |" in table
+    assert "| sb3_ppo on oracle |" in table and "| grpo large lr, unclipped |" in table
+
+
+@pytest.mark.heavy
+def test_the_smoke_hacking_study_logs_proxy_and_truth_per_step(smoke_alignment) -> None:
+    root, _ = smoke_alignment
+    result = run_hacking(HackingBenchArgs(preset="smoke", work=str(root / "work"),
+                                          results=str(root / "results")))
+    assert set(result["proxies"]) == {"little data", "much data"}
+    assert result["proxies"]["little data"]["sessions"] < result["proxies"]["much data"]["sessions"]
+    for run in result["summary"].values():
+        assert run["truth_start"] > 0 and run["proxy_start"] > 0
+    assert (root / "results" / "hacking_smoke.png").is_file()
+
+
+@pytest.mark.heavy
+def test_the_smoke_ablations_cover_every_part(smoke_alignment) -> None:
+    root, _ = smoke_alignment
+    result = run_ablations(AblationBenchArgs(preset="smoke", work=str(root / "work"),
+                                             results=str(root / "results")))
+    assert set(result["tables"]) == {"group size", "rollout", "reference"}
+    assert set(result["pass_at_k"]) == {"pre-trained", "ECPO"}
+    text = (root / "results" / "ablations_smoke.md").read_text()
+    assert "## Pass@K" in text and "| G = 4 |" in text

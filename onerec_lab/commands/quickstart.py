@@ -102,7 +102,7 @@ class StageTimer:
         return result
 
 
-def _semantic_ids(args: QuickstartArgs, catalog, logs_dir: Path) -> dict[str, Any]:
+def semantic_ids(args: QuickstartArgs, catalog, logs_dir: Path) -> dict[str, Any]:
     """Item embeddings (contrastive + content reconstruction) -> balanced RQ-Kmeans codec."""
     pairs = catalog.coengaged_pairs(10 * args.items, np.random.default_rng(args.seed))
     embeddings = train_item_embeddings(
@@ -115,7 +115,7 @@ def _semantic_ids(args: QuickstartArgs, catalog, logs_dir: Path) -> dict[str, An
     return report.to_dict()
 
 
-def _logged_sessions(args: QuickstartArgs, catalog, logs_dir: Path, out: Path) -> dict[str, Any]:
+def logged_sessions(args: QuickstartArgs, catalog, logs_dir: Path, out: Path) -> dict[str, Any]:
     """Popular policy logs -> fit the cascade -> the cascade logs the pre-training data."""
     cascade, rounds = bootstrap_cascade(
         catalog, CascadeConfig(seed=args.seed), args.log_users, args.log_requests, args.seed,
@@ -144,11 +144,11 @@ def run(args: QuickstartArgs) -> dict[str, Any]:
         )
         tokenizer = timer.run(
             "semantic IDs: embeddings + balanced RQ-Kmeans",
-            lambda: _semantic_ids(args, catalog, logs_dir),
+            lambda: semantic_ids(args, catalog, logs_dir),
         )
         logged = timer.run(
             "logged sessions: popular -> cascade -> cascade logs",
-            lambda: _logged_sessions(args, catalog, logs_dir, out),
+            lambda: logged_sessions(args, catalog, logs_dir, out),
         )
         pretrained = timer.run("pre-training (next-token prediction)", lambda: run_pretrain(
             PretrainArgs(out=str(out / "pretrained"), logs=str(logs_dir), preset="tiny",

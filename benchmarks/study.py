@@ -1,0 +1,164 @@
+"""The world the alignment studies share, and how a study trains and measures a policy.
+
+A study world is the quickstart's world (`onerec-lab quickstart`), built once and cached:
+the synthetic catalog, balanced RQ-Kmeans semantic IDs, logged sessions of the cascade (the
+production-style logging policy, fitted on popularity-policy logs), a tiny OneRec pre-trained
+on those logs, and the P-score fitted on them. Every run of a study starts from that one
+pre-trained checkpoint, and every policy is evaluated in the simulator on the same users with
+the TRUE outcome (`trainers.evaluate`), the proxy reward measured beside it.
+
+    world = build_world(WorldConfig(), "runs/studies/world")
+    study = Study(world, eval_users=100)
+    policy, history = study.train("ecpo", "pscore + 0.5*format", seed=0, max_steps=30)
+    figures = study.evaluate_policy(policy)
+
+Names of methods and settings are the lab's (`onerec-lab align`): rsft, grpo, ecpo, dr_grpo,
+dpo, with `trainers.grpo.GRPOConfig` / `RSFTConfig` / `DPOConfig` overrides by keyword.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from envs.catalog import CatalogConfig, generate_synthetic_catalog
+from envs.logs import LoggedSessions
+from onerec_lab.commands.pretrain import PretrainArgs
+from onerec_lab.commands.pretrain import run as run_pretrain
+from onerec_lab.commands.quickstart import QuickstartArgs, logged_sessions, semantic_ids
+from onerec_lab.commands.reward import RewardFitArgs, run_fit
+from policies.baselines import PopularRecommender, RandomRecommender
+from policies.cascade import CascadeRecommender
+from policies.interface import Recommender
+from policies.onerec import OneRecPolicy
+from rewards import PScoreModel, build, load_pscore
+from trainers.dpo import DPOConfig, DPOTrainer
+from trainers.evaluate import EvaluationConfig, OneRecRecommender, evaluate
+from trainers.grpo import GRPOConfig, GRPOTrainer
+from trainers.online import OnlineTrainer
+from trainers.pretrain import CHECKPOINT_FILE, load_policy
+from trainers.pretrain_data import LoggedExamples
+from trainers.rsft import RSFTConfig, RSFTTrainer
+
+WORLD_FILE = "world.json"  # the WorldConfig a cached world was built with
+BASELINES = ("random", "popular", "cascade")
+RL_METHODS = ("rsft", "grpo", "ecpo", "dr_grpo", "dpo")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of a study world; the defaults are the quickstart's (QuickstartArgs)."""
+
+    items: int = QuickstartArgs.items  # synthetic catalog
+    codebook: int = QuickstartArgs.codebook  # codes per level (3 levels)
+    embedding_steps: int = QuickstartArgs.embedding_steps  # item-embedding steps
+    log_users: int = QuickstartArgs.log_users  # users per logging round
+    log_requests: int = QuickstartArgs.log_requests  # most requests per logged session
+    pretrain_steps: int = QuickstartArgs.pretrain_steps  # next-token steps of the checkpoint
+    pscore_epochs: int = QuickstartArgs.pscore_epochs  # P-score passes over the logs
+    seed: int = 0  # seeds every stage
+
+    def quickstart_args(self, out: Path) -> QuickstartArgs:
+        return QuickstartArgs(out=str(out), items=self.items, codebook=self.codebook,
+                              embedding_steps=self.embedding_steps, log_users=self.log_users,
+                              log_requests=self.log_requests, pretrain_steps=self.pretrain_steps,
+                              pscore_epochs=self.pscore_epochs, seed=self.seed)
+
+
+def build_world(config: WorldConfig, folder: str | Path) -> Path:
+    """Build the world into `folder` (or reuse it when it was built with the same config)."""
+    folder = Path(folder)
+    marker = folder / WORLD_FILE
+    if marker.is_file():
+        built = json.loads(marker.read_text())
+        if built != asdict(config):
+            raise ValueError(
+                f"{folder} holds a world built with {built}, not {asdict(config)}; pass another "
+                "work folder or delete that one"
+            )
+        return folder
+    args = config.quickstart_args(folder)
+    logs_dir = folder / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    catalog = generate_synthetic_catalog(CatalogConfig(num_items=config.items), config.seed)
+    semantic_ids(args, catalog, logs_dir)
+    logged_sessions(args, catalog, logs_dir, folder)
+    run_pretrain(PretrainArgs(out=str(folder / "pretrained"), logs=str(logs_dir), preset="tiny",
+                              steps=config.pretrain_steps, seed=config.seed, json=True))
+    run_fit(RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"), seed=config.seed,
+                          epochs=config.pscore_epochs, json=True))
+    marker.write_text(json.dumps(asdict(config), indent=2))  # last: a complete world only
+    return folder
+
+
+class Study:
+    """The cached world loaded once; training and evaluation of policies in it."""
+
+    def __init__(self, world: str | Path, eval_users: int = 100, eval_requests: int = 20,
+                 eval_seed: int | None = None, proxy_spec: str = "pscore + 0.5*format") -> None:
+        self.world = Path(world)
+        self.logs = LoggedSessions.load(self.world / "logs")
+        self.catalog = self.logs.catalog
+        self.session_config = self.logs.session_config()
+        self.start = load_policy(self.world / "pretrained" / CHECKPOINT_FILE)
+        self.pscore = load_pscore(self.world / "logs" / "pscore")
+        self.examples = LoggedExamples(self.logs)
+        self.proxy_spec = proxy_spec
+        defaults = EvaluationConfig()
+        self.evaluation = EvaluationConfig(
+            users=eval_users, max_requests=eval_requests,
+            seed=defaults.seed if eval_seed is None else eval_seed)
+
+    def reward_resources(self, pscore: PScoreModel | None = None) -> dict[str, Any]:
+        """What `rewards.build` needs here: the world's P-score (or `pscore`), the catalog."""
+        return {"pscore_model": self.pscore if pscore is None else pscore,
+                "catalog": self.catalog}
+
+    def evaluate(self, recommender: Recommender,
+                 pscore: PScoreModel | None = None) -> dict[str, Any]:
+        """True outcome of `recommender` on the study's users, and the proxy spec's reward
+        of the served slates (with the world's P-score, or `pscore`)."""
+        proxy = build(self.proxy_spec, codec=self.start.codec, **self.reward_resources(pscore))
+        return evaluate(recommender, self.catalog, self.session_config, self.evaluation, proxy)
+
+    def evaluate_policy(self, policy: OneRecPolicy, candidates: int = 20,
+                        pscore: PScoreModel | None = None) -> dict[str, Any]:
+        """A OneRec policy served by unconstrained beam search (top slate of `candidates`)."""
+        return self.evaluate(OneRecRecommender(policy.cpu(), self.session_config.slate_size,
+                                               candidates), pscore)
+
+    def baseline(self, name: str) -> Recommender:
+        """random, popular or the cascade that logged the world's sessions."""
+        slate = self.session_config.slate_size
+        if name == "random":
+            return RandomRecommender(self.catalog.num_items, slate)
+        if name == "popular":
+            return PopularRecommender(self.catalog.popularity, slate)
+        if name == "cascade":
+            return CascadeRecommender.load(self.world / "cascade.pt")
+        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+
+    def train(self, method: str, reward: str, seed: int, start: OneRecPolicy | None = None,
+              pscore: PScoreModel | None = None,
+              **settings: Any) -> tuple[OneRecPolicy, list[dict[str, float]]]:
+        """`method` on `reward` from the pre-trained policy (or `start`), with the world's
+        P-score (or `pscore`); returns the trained policy and every step's metrics.
+        `settings` are the method's config fields."""
+        if method not in RL_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(RL_METHODS)}")
+        settings = {"progress": False, "seed": seed, **settings}
+        trainer_class: type[OnlineTrainer]
+        if method == "rsft":
+            config: Any = RSFTConfig(**settings)
+            trainer_class = RSFTTrainer
+        elif method == "dpo":
+            config, trainer_class = DPOConfig(**settings), DPOTrainer
+        else:
+            config, trainer_class = GRPOConfig(loss_type=method, **settings), GRPOTrainer
+        policy = copy.deepcopy(self.start if start is None else start)
+        trainer = trainer_class(policy, reward, self.reward_resources(pscore), self.catalog,
+                                self.session_config, config, self.examples)
+        return policy, trainer.train().history
