@@ -23,12 +23,14 @@ RL steps) and `alignment_stability<suffix>.png` under `--results`; suffix "" for
 from __future__ import annotations
 
 import json
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +50,7 @@ REWARDS = {
     "oracle": "oracle",
 }
 METHODS = ("rsft", "grpo", "ecpo", "dpo")  # the lab's online methods in the matrix
-FORMAT_SELECTION_K = 4  # the report's format rule for the GRPO family (K random samples)
+FORMAT_SELECTION_K = 4  # the report's format rule (K random samples per group), one variant
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ PRESETS = {
                          eval_requests=4, seeds=(0,), ppo_timesteps=64, stability_steps=2,
                          stability_learning_rate=3e-3, stability_iterations=2),
 }
-NTP_WEIGHT = 0.1  # next-token co-training weight (OneRec co-trains instead of a KL term)
+NTP_WEIGHT = 1.0  # next-token co-training weight (OneRec co-trains instead of a KL term); at
+# 0.1 ECPO drifted off the logged items and lost legality and true watch time
 HEADLINE = ("ecpo", "pscore+format")
 
 
@@ -94,6 +97,7 @@ class AlignmentBenchArgs:
     results: str = str(RESULTS)  # where alignment*.md / .json / .png are written
     json: bool = False  # print the summary as one JSON object
     skip_ppo: bool = False  # leave SB3 PPO out of the matrix (it trains the longest)
+    workers: int = 1  # processes training the runs side by side (one torch thread each)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -103,15 +107,10 @@ def _spread(values: list[float]) -> dict[str, float]:
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 
-def _rl_settings(preset: StudyPreset, method: str, reward: str) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "learning_rate": preset.learning_rate, "max_steps": preset.steps,
-        "users_per_step": preset.users, "num_generations": preset.generations,
-        "ntp_weight": NTP_WEIGHT,
-    }
-    if method in ("grpo", "ecpo") and "format" in REWARDS[reward]:
-        settings["format_selection_k"] = min(FORMAT_SELECTION_K, preset.generations)
-    return settings
+def _rl_settings(preset: StudyPreset, **overrides: Any) -> dict[str, Any]:
+    return {"learning_rate": preset.learning_rate, "max_steps": preset.steps,
+            "users_per_step": preset.users, "num_generations": preset.generations,
+            "ntp_weight": NTP_WEIGHT, **overrides}
 
 
 FIGURES = ("true_watch_time", "proxy_reward", "legality", "session_length", "diversity",
@@ -122,13 +121,76 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {figure: _spread([run[figure] for run in runs]) for figure in FIGURES}
 
 
+class Task(NamedTuple):
+    """One trained policy of the study: which cell and run it fills, and how to train it."""
+
+    cell: str  # row of the table
+    run: str  # name of its curve, e.g. "ecpo on pscore, seed 0"
+    kind: str  # "online" (the lab's trainers) or "ppo" (SB3)
+    method: str  # online method, or "ppo"
+    spec: str  # reward spec
+    seed: int
+    settings: dict[str, Any]  # the method's config fields (online) or PPO's
+
+
+def _tasks(preset: StudyPreset, skip_ppo: bool) -> list[Task]:
+    tasks = [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online", method,
+                  spec, seed, _rl_settings(preset))
+             for method in METHODS for reward, spec in REWARDS.items() for seed in preset.seeds]
+    if not skip_ppo:
+        tasks += [Task(f"sb3_ppo on {reward}", f"sb3_ppo on {reward}, seed {seed}", "ppo", "ppo",
+                       spec, seed, {"total_timesteps": preset.ppo_timesteps})
+                  for reward, spec in REWARDS.items() for seed in preset.seeds]
+    for seed in preset.seeds:
+        tasks.append(Task(  # the report's format rule in place of the plain format term
+            "ecpo on pscore+format, format rule", f"ecpo on pscore+format, format rule (K = "
+            f"{FORMAT_SELECTION_K}), seed {seed}", "online", "ecpo", REWARDS["pscore+format"],
+            seed, _rl_settings(preset, format_selection_k=min(FORMAT_SELECTION_K,
+                                                              preset.generations))))
+        tasks.append(Task(  # no format reward and weak co-training: nothing holds legality
+            "ecpo on pscore, ntp 0.1", f"ecpo on pscore, ntp 0.1, seed {seed}", "online", "ecpo",
+            REWARDS["pscore"], seed, _rl_settings(preset, ntp_weight=0.1)))
+    for loss_type in ("grpo", "ecpo"):
+        tasks.append(Task(f"{loss_type} large lr, unclipped", f"stability {loss_type}", "online",
+                          loss_type, REWARDS["pscore+format"], 0, _rl_settings(
+                              preset, learning_rate=preset.stability_learning_rate,
+                              num_iterations=preset.stability_iterations,
+                              max_steps=preset.stability_steps, max_grad_norm=0.0)))
+    return tasks
+
+
+_WORKER: dict[str, Study] = {}  # the study of a worker process (loaded once per process)
+
+
+def _start_worker(world: str, eval_users: int, eval_requests: int) -> None:
+    torch.set_num_threads(1)
+    _WORKER["study"] = Study(world, eval_users=eval_users, eval_requests=eval_requests)
+
+
+def _perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
+    """Train the task's policy in this process's study; its evaluation and curve."""
+    study = _WORKER["study"]
+    if task.kind == "ppo":
+        reward_fn = EnvReward(build(task.spec, codec=study.start.codec,
+                                    **study.reward_resources()))
+        steps = task.settings["total_timesteps"]
+        model = train_ppo(study.catalog, PPOAgentConfig(
+            total_timesteps=steps, seed=task.seed, n_steps=max(2, min(64, steps // 8)),
+            batch_size=max(2, min(128, steps // 8))), study.session_config, reward_fn=reward_fn)
+        return study.evaluate(PPOSlateRecommender(model, study.catalog,
+                                                  study.session_config.slate_size)), None
+    policy, history = study.train(task.method, task.spec, task.seed, **task.settings)
+    return study.evaluate_policy(policy), history
+
+
 def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     """Run the study, write the results, return the summary."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     preset = PRESETS[args.preset]
     world = build_world(preset.world, Path(args.work) / args.preset / "world")
-    study = Study(world, eval_users=preset.eval_users, eval_requests=preset.eval_requests)
+    _start_worker(str(world), preset.eval_users, preset.eval_requests)
+    study = _WORKER["study"]
     timings: dict[str, float] = {"world": round(time.perf_counter() - started, 1)}
 
     cells: dict[str, dict[str, Any]] = {}  # "method on reward" -> per-seed evaluations
@@ -137,51 +199,26 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         cells[name] = {"runs": [study.evaluate(study.baseline(name))]}
     timings["baselines"] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
+    tasks = _tasks(preset, args.skip_ppo)
+    if args.workers > 1:  # independent runs: processes, one torch thread each
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(str(world), preset.eval_users,
+                                           preset.eval_requests)) as pool:
+            outcomes = list(pool.map(_perform, tasks))
+    else:
+        outcomes = [_perform(task) for task in tasks]
+    timings["trained policies"] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
     curves: dict[str, list[dict[str, float]]] = {}
-    for method in METHODS:
-        for reward, spec in REWARDS.items():
-            runs = []
-            for seed in preset.seeds:
-                policy, history = study.train(method, spec, seed,
-                                              **_rl_settings(preset, method, reward))
-                runs.append(study.evaluate_policy(policy))
-                curves[f"{method} on {reward}, seed {seed}"] = history
-            cells[f"{method} on {reward}"] = {"runs": runs}
-    timings["online methods"] = round(time.perf_counter() - started - sum(timings.values()), 1)
-
-    if not args.skip_ppo:
-        for reward, spec in REWARDS.items():
-            runs = []
-            for seed in preset.seeds:
-                reward_fn = EnvReward(build(spec, codec=study.start.codec,
-                                            **study.reward_resources()))
-                model = train_ppo(study.catalog, PPOAgentConfig(
-                    total_timesteps=preset.ppo_timesteps, seed=seed,
-                    n_steps=max(2, min(64, preset.ppo_timesteps // 8)),
-                    batch_size=max(2, min(128, preset.ppo_timesteps // 8))),
-                    study.session_config, reward_fn=reward_fn)
-                runs.append(study.evaluate(PPOSlateRecommender(
-                    model, study.catalog, study.session_config.slate_size)))
-            cells[f"sb3_ppo on {reward}"] = {"runs": runs}
-        timings["sb3 ppo"] = round(time.perf_counter() - started - sum(timings.values()), 1)
-
-    no_format = []
-    for seed in preset.seeds:  # ECPO on the P-score alone: no format reward, no format rule
-        policy, curves[f"ecpo on pscore (no format rule), seed {seed}"] = study.train(
-            "ecpo", "pscore", seed, **_rl_settings(preset, "ecpo", "pscore"))
-        no_format.append(study.evaluate_policy(policy))
-
-    stability = {}
-    for loss_type in ("grpo", "ecpo"):
-        settings = {**_rl_settings(preset, loss_type, "pscore+format"),
-                    "learning_rate": preset.stability_learning_rate,
-                    "num_iterations": preset.stability_iterations,
-                    "max_steps": preset.stability_steps, "max_grad_norm": 0.0}
-        policy, stability[loss_type] = study.train(loss_type, REWARDS["pscore+format"], 0,
-                                                   **settings)
-        cells[f"{loss_type} large lr, unclipped"] = {"runs": [study.evaluate_policy(policy)]}
-    timings["stability"] = round(time.perf_counter() - started - sum(timings.values()), 1)
-
+    stability: dict[str, list[dict[str, float]]] = {}
+    for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
+        cells.setdefault(task.cell, {"runs": []})["runs"].append(evaluation)
+        if history is not None and task.run.startswith("stability "):
+            stability[task.method] = history
+        elif history is not None:
+            curves[task.run] = history
+    weak_no_format = cells["ecpo on pscore, ntp 0.1"]["runs"]
     for cell in cells.values():
         cell["summary"] = _summarise(cell["runs"])
     headline = cells[" on ".join(HEADLINE)]["summary"]
@@ -191,7 +228,11 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         "cascade_true_watch_time": cells["cascade"]["summary"]["true_watch_time"]["mean"],
         "ecpo_true_watch_time": headline["true_watch_time"],
         "ecpo_legality": headline["legality"],
-        "ecpo_no_format_legality": _spread([run["legality"] for run in no_format]),
+        "ecpo_no_format_legality": _spread([run["legality"]
+                                            for run in cells["ecpo on pscore"]["runs"]]),
+        "ecpo_no_format_ntp_0.1_legality": _spread([run["legality"] for run in weak_no_format]),
+        "ecpo_format_rule_legality": _spread(
+            [run["legality"] for run in cells["ecpo on pscore+format, format rule"]["runs"]]),
         "ecpo_above_pretrained_seeds": sum(
             run["true_watch_time"] > pretrained["true_watch_time"]["mean"]
             for run in cells[" on ".join(HEADLINE)]["runs"]),
@@ -212,7 +253,6 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         "summary": summary,
         "cells": {name: cell["summary"] for name, cell in cells.items()},
         "runs": {name: cell["runs"] for name, cell in cells.items()},
-        "no_format_runs": no_format,
         "curves": curves,
         "stability": stability,
         "timings_s": timings,
@@ -266,7 +306,7 @@ def _plot(result: dict[str, Any], results: Path, suffix: str) -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, history in result["curves"].items():
-        if not name.startswith("ecpo on pscore"):
+        if not name.startswith(("ecpo on pscore+format, seed", "ecpo on pscore, ")):
             continue
         steps = np.arange(1, len(history) + 1)
         axes[0].plot(steps, [h.get("rewards/pscore", np.nan) for h in history], label=name)
@@ -330,9 +370,10 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         f"Every RL run starts from that checkpoint: {preset['steps']} steps of "
         f"{preset['users']} new simulated users x G = {preset['generations']} beams "
         f"(unconstrained), lr {preset['learning_rate']}, on-policy reference, next-token "
-        f"co-training weight {result['settings']['ntp_weight']}, the report's format rule "
-        f"(K = {result['settings']['format_selection_k']}) for GRPO / ECPO when the reward has "
-        f"a format term. SB3 PPO: {preset['ppo_timesteps']} requests over 50 retrieved "
+        f"co-training weight {result['settings']['ntp_weight']}, a format term as a plain "
+        "reward term (the row \"format rule\" uses the report's rule instead: K = "
+        f"{result['settings']['format_selection_k']} random samples per group, legal ones get "
+        "the format weight as advantage, illegal ones are dropped). SB3 PPO: {preset['ppo_timesteps']} requests over 50 retrieved "
         "candidates. Evaluation: the same "
         f"{preset['eval_users']} simulated users for every policy, at most "
         f"{preset['eval_requests']} requests per session, OneRec served by unconstrained beam "
@@ -361,7 +402,13 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         f"{summary['ecpo_legality']['mean']:.3f} (min {summary['ecpo_legality']['min']:.3f}).",
         f"- ECPO on \"pscore\" without the format reward: legality "
         f"{summary['ecpo_no_format_legality']['mean']:.3f} (min "
-        f"{summary['ecpo_no_format_legality']['min']:.3f}).",
+        f"{summary['ecpo_no_format_legality']['min']:.3f}) with next-token co-training weight "
+        f"{result['settings']['ntp_weight']}; "
+        f"{summary['ecpo_no_format_ntp_0.1_legality']['mean']:.3f} (min "
+        f"{summary['ecpo_no_format_ntp_0.1_legality']['min']:.3f}) at weight 0.1.",
+        f"- ECPO with the report's format rule instead of the plain format term: legality "
+        f"{summary['ecpo_format_rule_legality']['mean']:.3f} (min "
+        f"{summary['ecpo_format_rule_legality']['min']:.3f}).",
         "",
         "![curves](alignment_curves" + suffix + ".png)",
         "",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
 from benchmarks.study import Study, build_world
 from envs.logs import collect_sessions
@@ -117,8 +118,7 @@ def run(args: HackingBenchArgs) -> dict[str, Any]:
             policy, curves[name] = study.train(
                 "ecpo", REWARD, seed, pscore=model, learning_rate=preset.learning_rate,
                 max_steps=preset.steps, users_per_step=preset.users,
-                num_generations=preset.generations, ntp_weight=0.1,
-                format_selection_k=min(4, preset.generations))
+                num_generations=preset.generations, ntp_weight=NTP_WEIGHT)
             evaluate(name, policy)
 
     summary = {}

@@ -54,10 +54,11 @@ class QuickstartArgs:
     embedding_steps: int = 300  # item-embedding optimiser steps
     log_users: int = 600  # simulated users per logging round (popular, then cascade rounds)
     log_requests: int = 10  # most requests per logged session
-    pretrain_steps: int = 150  # next-token pre-training steps of the tiny OneRec
-    pscore_epochs: int = 2  # P-score training passes over the logs
+    pretrain_steps: int = 600  # next-token pre-training steps of the tiny OneRec (150 steps
+    # left it below the cascade that logged its data; 600 put it above)
+    pscore_epochs: int = 8  # P-score passes over the logs (2 gave a proxy that ECPO hacked)
     rsft_steps: int = 15  # RSFT steps (one rollout group per user and step)
-    ecpo_steps: int = 30  # ECPO steps
+    ecpo_steps: int = 60  # ECPO steps
     num_generations: int = 16  # G: items per user in RL rollouts
     rl_users: int = 16  # users per RL step
     rl_learning_rate: float = 3e-4  # AdamW step size of RSFT and ECPO
