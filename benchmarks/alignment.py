@@ -38,7 +38,7 @@ import torch
 from benchmarks.study import BASELINES, Study, WorldConfig, build_world
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
-from rewards import EnvReward, build
+from rewards import EnvReward, build, parse_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,6 +98,7 @@ class AlignmentBenchArgs:
     json: bool = False  # print the summary as one JSON object
     skip_ppo: bool = False  # leave SB3 PPO out of the matrix (it trains the longest)
     workers: int = 1  # processes training the runs side by side (one torch thread each)
+    reward: tuple[str, ...] = ()  # extra reward designs NAME=SPEC for the matrix (any spec)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -133,14 +134,27 @@ class Task(NamedTuple):
     settings: dict[str, Any]  # the method's config fields (online) or PPO's
 
 
-def _tasks(preset: StudyPreset, skip_ppo: bool) -> list[Task]:
+def parse_rewards(extra: tuple[str, ...]) -> dict[str, str]:
+    """The matrix's reward designs: REWARDS plus `--reward NAME=SPEC` ones (checked here)."""
+    designs = dict(REWARDS)
+    for text in extra:
+        name, separator, spec = text.partition("=")
+        if not separator or not name.strip() or not spec.strip():
+            raise ValueError(f"--reward takes NAME=SPEC (e.g. 'mine=pscore + 0.2*format'), "
+                             f"got {text!r}")
+        parse_spec(spec)  # a malformed spec fails before anything is trained
+        designs[name.strip()] = spec.strip()
+    return designs
+
+
+def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list[Task]:
     tasks = [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online", method,
                   spec, seed, _rl_settings(preset))
-             for method in METHODS for reward, spec in REWARDS.items() for seed in preset.seeds]
+             for method in METHODS for reward, spec in rewards.items() for seed in preset.seeds]
     if not skip_ppo:
         tasks += [Task(f"sb3_ppo on {reward}", f"sb3_ppo on {reward}, seed {seed}", "ppo", "ppo",
                        spec, seed, {"total_timesteps": preset.ppo_timesteps})
-                  for reward, spec in REWARDS.items() for seed in preset.seeds]
+                  for reward, spec in rewards.items() for seed in preset.seeds]
     for seed in preset.seeds:
         tasks.append(Task(  # the report's format rule in place of the plain format term
             "ecpo on pscore+format, format rule", f"ecpo on pscore+format, format rule (K = "
@@ -188,6 +202,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
     torch.set_num_threads(1)
     preset = PRESETS[args.preset]
+    parse_rewards(args.reward)  # bad designs fail before the world is built
     world = build_world(preset.world, Path(args.work) / args.preset / "world")
     _start_worker(str(world), preset.eval_users, preset.eval_requests)
     study = _WORKER["study"]
@@ -199,7 +214,8 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         cells[name] = {"runs": [study.evaluate(study.baseline(name))]}
     timings["baselines"] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
-    tasks = _tasks(preset, args.skip_ppo)
+    rewards = parse_rewards(args.reward)
+    tasks = _tasks(preset, args.skip_ppo, rewards)
     if args.workers > 1:  # independent runs: processes, one torch thread each
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker,
@@ -244,9 +260,11 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     }
     result = {
         "command": f"python -m benchmarks.alignment --preset {args.preset}"
-                   + (" --skip-ppo" if args.skip_ppo else ""),
+                   + (" --skip-ppo" if args.skip_ppo else "")
+                   + (f" --workers {args.workers}" if args.workers > 1 else "")
+                   + "".join(f" --reward '{text}'" for text in args.reward),
         "preset": asdict(preset),
-        "rewards": REWARDS,
+        "rewards": rewards,
         "settings": {"ntp_weight": NTP_WEIGHT, "format_selection_k": FORMAT_SELECTION_K,
                      "rollout": "beam", "reference": "current",
                      "proxy_of_the_table": study.proxy_spec},
@@ -277,7 +295,7 @@ def _plot(result: dict[str, Any], results: Path, suffix: str) -> None:
     import matplotlib.pyplot as plt
 
     cells = result["cells"]
-    rewards = list(REWARDS)
+    rewards = list(result["rewards"])
     strategies = [*METHODS, "sb3_ppo"]
     figure, axis = plt.subplots(figsize=(12.5, 4.5))
     width = 0.8 / len(rewards)

@@ -80,16 +80,21 @@ def build_world(config: WorldConfig, folder: str | Path) -> Path:
                 "work folder or delete that one"
             )
         return folder
+    # Each stage is skipped when its output is there: an interrupted build resumes.
     args = config.quickstart_args(folder)
     logs_dir = folder / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     catalog = generate_synthetic_catalog(CatalogConfig(num_items=config.items), config.seed)
-    semantic_ids(args, catalog, logs_dir)
-    logged_sessions(args, catalog, logs_dir, folder)
+    if not (logs_dir / "codec.safetensors").is_file():
+        semantic_ids(args, catalog, logs_dir)
+    if not ((logs_dir / "sessions.npz").is_file() and (folder / "cascade.pt").is_file()):
+        logged_sessions(args, catalog, logs_dir, folder)
+    # Resumes an interrupted pre-training; returns at once when it is complete.
     run_pretrain(PretrainArgs(out=str(folder / "pretrained"), logs=str(logs_dir), preset="tiny",
                               steps=config.pretrain_steps, seed=config.seed, json=True))
-    run_fit(RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"), seed=config.seed,
-                          epochs=config.pscore_epochs, json=True))
+    if not (logs_dir / "pscore").is_dir():
+        run_fit(RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"),
+                              seed=config.seed, epochs=config.pscore_epochs, json=True))
     marker.write_text(json.dumps(asdict(config), indent=2))  # last: a complete world only
     return folder
 
