@@ -7,16 +7,17 @@ or the entry budget is spent. An entry is the item nearest to its cluster's cent
 carries the sparse features: id, and through the catalog, category and creator), the
 cluster's mean feedback (the dense features) and the cluster size.
 
-New users start all the time (a few percent of users per request), so this runs batched:
-every split of a level, of every user being started, goes through a few batched matmuls.
-The content vectors are quantised to small integers (`quantize_content`), which makes every
-sum the k-means forms exact in float32: a user's clusters are then the same bits in any
-batch, which is what lets env i of a vector env equal a single env.
+New users start all the time (a few percent of users per request), so the compression is
+compiled (numba): one user after another, with no padding and no temporaries, and without
+the GIL, so threads can start users side by side (envs/simulator.py). The content vectors
+are quantised to small integers (`quantize_content`), which makes every distance, sum and
+rounded centroid the k-means forms an exact integer: a user's clusters are the same bits
+whatever batch, thread or summation order computes them, which is what lets env i of a
+vector env equal a single env.
 
 Letters used in shape comments: N users, H history length, F feedback fields, I items,
-C content dimensions, K lifelong entries (clusters), P distinct items of a user (padded),
-G clusters being split, R members of one cluster (padded), J children of one cluster
-(padded), Q points of all users.
+C content dimensions, K lifelong entries (clusters), P distinct items of a user, J children
+of one cluster.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
-from envs.spec import BLANK, NUM_FEEDBACK
+from envs.spec import BLANK
 
 _EXACT = 2**24  # float32 holds every integer below this exactly
-_CLASSES_PER_OCTAVE = 2  # splits are batched by member count within a factor of 2**(1/2)
-_BATCH_OVERHEAD = 4_000  # padded (cluster, child, member) slots that cost as much as a batch
+_COMPILED = {"cache": True, "nogil": True}  # compiled once per machine; threads run it freely
+# Sums of exact integers may be reordered (so vectorised); nothing else of fastmath is needed:
+# its no-infinity promise would break the comparisons with +inf below, and its reciprocals
+# the rounded means (which therefore stay in functions without it).
+_REORDERED = {"fastmath": {"reassoc", "contract"}, **_COMPILED}
 
 
 def quantize_content(content: np.ndarray, lifelong_history: int) -> np.ndarray:
@@ -38,10 +43,9 @@ def quantize_content(content: np.ndarray, lifelong_history: int) -> np.ndarray:
     (about 100 for 32 dimensions), and rounded, a scalar quantisation like faiss's SQ8.
 
     Why: every dot product, squared norm and weighted sum the k-means forms is then an
-    integer below 2**24, which float32 holds exactly, so no summation order can change it.
-    A user's clusters are therefore the same bits whatever batch, padding or BLAS kernel
-    computes them (BLAS results otherwise change with the shape of the matrices), and
-    float32 runs at twice float64's speed. `lifelong_history` bounds the cluster weights.
+    integer below 2**24, which float32 holds exactly, so no summation order can change it:
+    a user's clusters are the same bits whatever computes them, and the distances can use
+    float32's vector units. `lifelong_history` bounds the cluster weights.
     """
     content = np.asarray(content, dtype=np.float64)
     centred = content - content.mean(axis=0)
@@ -51,10 +55,12 @@ def quantize_content(content: np.ndarray, lifelong_history: int) -> np.ndarray:
 
 
 def _quantized_bound(dims: int, lifelong_history: int) -> int:
-    """The largest |coordinate| B of a quantised point that keeps the k-means exact: the
-    distance keys of `_lloyd`, 2**b (|c|^2 - 2 x.c) + child with 2**b >= floor(cbrt(H))
-    children (at most 2**b (3 C B**2 + 1)), and the weighted sums (at most H B) stay below
-    2**24; at most 255 (8 bits and a sign)."""
+    """The largest |coordinate| B of a quantised point that keeps the k-means exact: its
+    distances |c|^2 - 2 x.c (at most 3 C B**2) and squared gaps (at most 4 C B**2), times a
+    margin 2**b >= floor(cbrt(H)), and its weighted sums (at most H B) stay below 2**24;
+    at most 255 (8 bits and a sign). The margin is where an earlier batched k-means kept a
+    child index in a distance's low bits; it stays so that every quantised point, and so
+    every user's lifelong pathway, stays what it was."""
     index_bits = (max(2, _max_children(lifelong_history)) - 1).bit_length()
     bound = min(255, math.isqrt(((_EXACT >> index_bits) - 1) // (3 * dims)),
                 (_EXACT - 1) // max(lifelong_history, 1))
@@ -72,29 +78,6 @@ def _max_children(weight: int) -> int:
     return int(np.floor(np.cbrt(weight) + 1e-9))
 
 
-def _split_counts(
-    sizes: np.ndarray, members: np.ndarray, small: np.ndarray, budget: np.ndarray
-) -> np.ndarray:
-    """Children per cluster for one level: floor(cbrt(size)) (at least 2) for clusters larger
-    than `small`, largest first, until each user's entry budget is spent.
-
-    sizes (N, K) impressions per cluster (0 = no cluster), members (N, K) distinct items per
-    cluster (a cluster is never split into more children than it has items), small (N,),
-    budget (N,) clusters that may still be added. Returns (N, K) int64, 1 = not split.
-    """
-    wanted = np.maximum(2, np.floor(np.cbrt(sizes) + 1e-9).astype(np.int64))  # _max_children
-    extra = np.where((sizes > small[:, None]) & (members > 1),
-                     np.minimum(wanted, members) - 1, 0)  # (N, K)
-    descending = -sizes.astype(np.min_scalar_type(-int(sizes.max())))  # small ints sort fast
-    order = np.argsort(descending, axis=1, kind="stable")
-    extra_sorted = np.take_along_axis(extra, order, axis=1)
-    before = np.cumsum(extra_sorted, axis=1) - extra_sorted
-    granted_sorted = np.minimum(np.maximum(budget[:, None] - before, 0), extra_sorted)
-    granted = np.empty_like(granted_sorted)
-    np.put_along_axis(granted, order, granted_sorted, axis=1)
-    return granted + 1
-
-
 def hierarchical_kmeans(
     points: np.ndarray, weights: np.ndarray, max_clusters: int, iterations: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -107,229 +90,27 @@ def hierarchical_kmeans(
     Lloyd steps started from evenly spaced members; a level that would exceed
     `max_clusters` splits only the heaviest clusters. Weighted k-means over distinct items
     equals k-means over the impressions (duplicates always share a cluster) at a fraction
-    of the cost. All the splits of a level, of all users, run in a few batched calls.
+    of the cost. Details, all exact: a point goes to the nearest centroid (ties to the
+    lower child), a centroid is its members' weighted mean rounded to integers (half to
+    even), and a split's members keep their order within each child.
 
     Returns labels (N, P) int64 in [0, max_clusters), -1 for padding (a label may end up
     empty), and sums (N, K, C + 2) float32: per cluster the weighted sum of its points
     (the centroid times the weight), its weight and its number of points, all exact.
     """
-    dims = points.shape[2]
-    table = _ClusterTable(points, weights, max_clusters)
-    small = -(-weights.sum(1) // max_clusters)  # (N,) ceil(|D| / K)
-    while True:
-        children = _split_counts(table.sums[..., dims].astype(np.int64),
-                                 table.sums[..., dims + 1].astype(np.int64), small,
-                                 max_clusters - table.count)  # (N, K)
-        user, label = np.nonzero(children > 1)  # (G,) each, sorted by user then label
-        if user.size == 0:
-            return table.labels(), table.sums
-        num_children = children[user, label]
-        # child 0 keeps its parent's label; the others take the user's next free labels
-        first_new = table.count[user] + _exclusive_cumsum_by_user(num_children - 1, user)
-        members = table.sums[user, label, dims + 1].astype(np.int64)  # (G,)
-        for batch in _batches(members, num_children):
-            table.split(user[batch], label[batch], members[batch], num_children[batch],
-                        first_new[batch], iterations)
-        table.count += np.bincount(user, weights=num_children - 1,
-                                   minlength=table.count.size).astype(np.int64)
-
-
-def _batches(members: np.ndarray, num_children: np.ndarray) -> list[np.ndarray]:
-    """Which splits run together in one batch of `_lloyd`, padded to its most members and
-    children: clusters of the same number of children and members within a factor of
-    2 ** (1 / _CLASSES_PER_OCTAVE), each such class merged into the batch where its padding
-    costs least if that costs less than a batch of its own (`_BATCH_OVERHEAD`). The
-    grouping never changes a result (the k-means is exact), only its speed.
-
-    members, num_children (G,). Returns arrays of indices into G.
-    """
-    size_class = np.ceil(_CLASSES_PER_OCTAVE * np.log2(members)).astype(np.int64)
-    classes = size_class * (int(num_children.max()) + 1) + num_children
-    ordered = np.sort(classes)[::-1]  # np.unique costs ~100x more on arrays this small
-    batches: list[list] = []  # [indices, most members, most children]
-    for each in ordered[np.r_[True, ordered[1:] != ordered[:-1]]]:  # largest first
-        chosen = np.flatnonzero(classes == each)
-        children = int(num_children[chosen[0]])
-        width = int(members[chosen].max())
-        alone = chosen.size * width * children + _BATCH_OVERHEAD
-        costs = [(indices.size + chosen.size) * most_members * max(most, children)
-                 - indices.size * most_members * most for indices, most_members, most in batches]
-        best = int(np.argmin(costs)) if costs else -1
-        if costs and costs[best] < alone:
-            indices, most_members, most = batches[best]
-            batches[best] = [np.concatenate([indices, chosen]), most_members,
-                             max(most, int(children))]
-        else:
-            batches.append([chosen, width, int(children)])
-    return [indices for indices, _, _ in batches]
-
-
-class _ClusterTable:
-    """The clusters of N users during `hierarchical_kmeans`.
-
-    `order` (N * P,) lists the users' points (flat indices into N * P) so that every cluster
-    is one contiguous run, starting at `start` (N, K) within its user's P slots; `sums`
-    (N, K, C + 2) holds each cluster's exact weighted sum of points, weight and number of
-    points. A split reorders its run by child, so the children are runs too. `points`
-    (N, P, C + 1) carry a last coordinate 1 (see `_lloyd`).
-    """
-
-    def __init__(self, points: np.ndarray, weights: np.ndarray, max_clusters: int) -> None:
-        users, width, dims = points.shape
-        self.count = np.ones(users, dtype=np.int64)  # (N,) labels in use
-        self.members = (weights > 0).sum(1)  # (N,)
-        self.order = np.arange(users * width)  # (N * P,)
-        self.start = np.zeros((users, max_clusters), dtype=np.int64)
-        self.points = np.ones((users, width, dims + 1), dtype=np.float32)
-        self.points[..., :dims] = points
-        self.weights = weights.astype(np.float32)  # (N, P)
-        self.sums = np.zeros((users, max_clusters, dims + 2), dtype=np.float32)
-        self.sums[:, 0, :dims + 1] = np.matmul(self.weights[:, None, :], self.points)[:, 0]
-        self.sums[:, 0, dims + 1] = self.members
-
-    def split(self, user: np.ndarray, label: np.ndarray, members: np.ndarray,
-              num_children: np.ndarray, first_new: np.ndarray, iterations: int) -> None:
-        """Split clusters `label` (G,) of users `user` (G,), with `members` (G,) points each,
-        into `num_children` (G,): child 0 keeps the label, child j > 0 takes
-        first_new + j - 1."""
-        users, width, _ = self.points.shape
-        max_clusters, extended = self.sums.shape[1:]
-        start = self.start[user, label]  # (G,)
-        real = np.arange(int(members.max())) < members[:, None]  # (G, R)
-        slot = (user * width + start)[:, None] + np.arange(real.shape[1])  # (G, R)
-        if (self.count[user] == 1).all():  # first level: whole users, points in order
-            point = slot
-            member_points = self.points[user, :real.shape[1]]
-        else:
-            point = np.take(self.order, slot, mode="clip")  # padding: any point, weight 0
-            member_points = np.take(self.points.reshape(users * width, -1), point, axis=0)
-        assignment, child_sums = _lloyd(member_points, np.take(self.weights, point) * real,
-                                        members, num_children, iterations)
-        # reorder each run by child (stably, padding last): the children become runs
-        by_child = np.argsort(np.where(real, assignment, 255).astype(np.uint8), axis=1,
-                              kind="stable")  # (G, R)
-        by_child += np.arange(user.size)[:, None] * real.shape[1]
-        self.order[slot[real]] = np.take(point, by_child)[real]
-        most = child_sums.shape[1]
-        child = np.arange(most)
-        child_members = np.bincount((np.arange(user.size)[:, None] * most + assignment)[real],
-                                    minlength=user.size * most).reshape(user.size, most)
-        child_label = np.where(child == 0, label[:, None], first_new[:, None] + child - 1)
-        child_start = start[:, None] + np.cumsum(child_members, axis=1) - child_members
-        exists = child < num_children[:, None]  # (G, J)
-        flat = (user[:, None] * max_clusters + child_label)[exists]
-        self.start.ravel()[flat] = child_start[exists]
-        flat_sums = self.sums.reshape(-1, extended)
-        flat_sums[flat, :-1] = child_sums[exists]
-        flat_sums[flat, -1] = child_members[exists]
-
-    def labels(self) -> np.ndarray:
-        """Each point's cluster (N, P) int64, -1 for padding."""
-        users, width, _ = self.points.shape
-        size = self.sums[..., -1].astype(np.int64)  # (N, K) points per cluster
-        user, label = np.nonzero(size)
-        runs = np.argsort(user * width + self.start[user, label], kind="stable")
-        real = np.arange(width) < self.members[:, None]  # (N, P): runs fill these
-        labels = np.full(users * width, -1, dtype=np.int64)
-        labels[self.order.reshape(users, width)[real]] = np.repeat(label[runs],
-                                                                   size[user, label][runs])
-        return labels.reshape(users, width)
-
-
-def _exclusive_cumsum_by_user(values: np.ndarray, user: np.ndarray) -> np.ndarray:
-    """For groups sorted by user: the sum of `values` of the same user's earlier groups."""
-    total = np.cumsum(values) - values
-    first_of_user = np.searchsorted(user, user, side="left")
-    return total - total[first_of_user]
-
-
-def _lloyd(
-    member_points: np.ndarray, member_weights: np.ndarray, members: np.ndarray,
-    num_children: np.ndarray, iterations: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted k-means of each group's members into its children.
-
-    member_points (G, R, C + 1) integer-valued float32 points with a last coordinate 1,
-    member_weights (G, R) float32 (0 for padding, after the `members` (G,) real ones),
-    num_children (G,). A centroid is its members' weighted mean rounded to integers, so
-    every sum below is exact (see `quantize_content`) and padding, of members or of
-    children, cannot change a result. Returns child ids (G, R) and each child's weighted
-    sum of member_points (G, J, C + 1) (the last is its weight), J = the most children.
-    """
-    groups, width, dims = member_points.shape
-    dims -= 1  # the last coordinate is the constant 1
-    most = int(num_children.max())
-    index_bits = (most - 1).bit_length()
-    child = np.arange(most)
-    start_at = ((child + 0.5) * members[:, None] / num_children[:, None]).astype(np.int64)
-    start_at = np.minimum(start_at, members[:, None] - 1)  # (G, J) evenly spaced members
-    centroids = np.take(member_points.reshape(-1, dims + 1),
-                        np.arange(groups)[:, None] * width + start_at, axis=0)[..., :dims]
-    # key of child j for point x: 2**b (|c|^2 - 2 x.c) + j, one matmul with x's last 1
-    key_constant = (child + np.where(child < num_children[:, None], 0, 2 * _EXACT)
-                    ).astype(np.float32)  # (G, J); a child that does not exist is never nearest
-    scale = np.float32(1 << index_bits)
-    key_rows = np.empty((groups, most, dims + 1), dtype=np.float32)  # (G, J, C + 1)
-    points_t = member_points.transpose(0, 2, 1)  # (G, C + 1, R)
-    nearest = np.empty((groups, most, width), dtype=np.float32)  # (G, J, R) weighted one-hot
-    for step in range(iterations + 1):
-        np.multiply(centroids, -2 * scale, out=key_rows[..., :dims])
-        key_rows[..., dims] = scale * np.einsum("gjc,gjc->gj", centroids, centroids)
-        key_rows[..., dims] += key_constant
-        keys = np.matmul(key_rows, points_t)  # (G, J, R) exact integers
-        key = keys.min(axis=1)  # (G, R): the nearest child's key, ties to the lower child
-        np.equal(keys, key[:, None, :], out=nearest)
-        nearest *= member_weights[:, None, :]
-        sums = np.matmul(nearest, member_points)  # (G, J, C + 1)
-        if step == iterations:
-            return key.astype(np.int32) & ((1 << index_bits) - 1), sums  # key mod 2**b
-        weight = sums[..., dims:]  # (G, J, 1)
-        centroids = np.where(weight > 0, np.rint(sums[..., :dims] / np.maximum(weight, 1)),
-                             centroids)
-    raise AssertionError("unreachable: the loop returns on its last step")
-
-
-def _distinct_items(items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each user's distinct items, in id order: (distinct (N, P) padded with 0, weights (N, P)
-    impressions per distinct item, 0 = padding, index (N, H) of each impression's distinct
-    item)."""
-    users, history = items.shape
-    ordered = items * history + np.arange(history)  # (N, H) item, then impression
-    ordered.sort(axis=1)
-    impression = ordered % history
-    ordered //= history
-    new = np.ones(items.shape, dtype=bool)
-    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new[:, 1:])
-    rank = np.cumsum(new, axis=1) - 1  # (N, H) distinct index of each sorted impression
-    width = int(rank[:, -1].max()) + 1
-    rows = np.arange(users)[:, None]
-    index = np.empty_like(rank)
-    index[rows, impression] = rank
-    slot = (rows * width + rank).ravel()  # (N * H,) flat distinct slot of each impression
-    first = np.flatnonzero(new)
-    distinct = np.zeros(users * width, dtype=np.int64)
-    distinct[slot[first]] = ordered.ravel()[first]
-    weights = np.bincount(slot, minlength=users * width)
-    return distinct.reshape(users, width), weights.reshape(users, width), index
-
-
-def _nearest_members(points: np.ndarray, labels: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """The point nearest to each cluster's centroid (rounded), ties to the lower index.
-
-    points (N, P, C), labels (N, P) and sums (N, K, C + 2) as `hierarchical_kmeans` gives
-    them. Returns (N, K) int64 point indices, 0 for empty clusters. Distances are exact.
-    """
     users, width, dims = points.shape
-    clusters = sums.shape[1]
-    flat = np.flatnonzero(labels >= 0)  # (Q,) points in N * P
-    cluster = flat // width * clusters + labels.ravel()[flat]  # (Q,)
-    flat_sums = sums.reshape(-1, dims + 2)
-    centroids = np.rint(flat_sums[:, :dims] / np.maximum(flat_sums[:, dims:dims + 1], 1))
-    offset = np.take(points.reshape(-1, dims), flat, axis=0) - np.take(centroids, cluster, axis=0)
-    gap = np.einsum("qc,qc->q", offset, offset)  # (Q,) squared distances, exact
-    best = np.full(users * clusters, width, dtype=np.int64)  # empty clusters: width % width
-    np.minimum.at(best, cluster, gap.astype(np.int64) * width + flat % width)
-    return (best % width).reshape(users, clusters)
+    labels = np.full((users, width), -1, dtype=np.int64)
+    sums = np.zeros((users, max_clusters, dims + 2), dtype=np.float32)
+    for user in range(users):  # the env's path, compress_lifelong, loops in compiled code
+        members = int((weights[user] > 0).sum())
+        if members == 0:  # nothing to cluster: all padding
+            continue
+        labels[user, :members], user_sums = _kmeans(
+            np.ascontiguousarray(points[user, :members], dtype=np.float32),
+            np.asarray(weights[user, :members], dtype=np.float32), int(max_clusters),
+            int(iterations))
+        sums[user] = user_sums
+    return labels, sums
 
 
 def compress_lifelong(
@@ -341,50 +122,297 @@ def compress_lifelong(
     items (N, H) int64, feedback (N, H, F) float32, points (I, C) the catalog's content
     vectors as `quantize_content` returns them for histories of at least H. Returns items
     (N, K) int64 and features (N, K, F + 1) float32: per cluster the item nearest the
-    centroid, the mean feedback and the size (impressions), ordered by each cluster's most
-    recent impression (most recent last), padded in front. With H <= K every impression is
-    its own entry.
+    centroid (ties to the lower id), the mean feedback and the size (impressions), ordered
+    by each cluster's most recent impression (most recent last), padded in front. With
+    H <= K every impression is its own entry.
     """
     users, history = items.shape
-    if history <= length:  # nothing to compress: each impression is its own cluster
-        labels = np.broadcast_to(np.arange(history), (users, history))
-        entry_items = np.zeros((users, length), dtype=np.int64)
-        entry_items[:, :history] = items
-    else:
-        labels, entry_items = _cluster_history(items, points, length, iterations)
-    rows = np.arange(users)[:, None]
-    cluster = (rows * length + labels).ravel()  # (N * H,) global cluster id per impression
-    size = np.bincount(cluster, minlength=users * length)  # (N * K,)
-    recency = np.full(users * length, -1, dtype=np.int64)  # -1 = no such cluster
-    np.maximum.at(recency, cluster, np.broadcast_to(np.arange(history), (users, history)).ravel())
-    columns = feedback.reshape(-1, feedback.shape[-1]).T  # (F, N * H)
-    feedback_sum = np.stack([np.bincount(cluster, weights=column, minlength=users * length)
-                             for column in columns], axis=1)  # (N * K, F)
-
-    # each user's clusters, oldest first, at the end of its K slots (absent ones sort first)
-    by_recency = (rows * length + np.argsort(recency.reshape(users, length), axis=1)).ravel()
-    present = recency[by_recency] >= 0
-    out_items = np.where(present, entry_items.ravel()[by_recency], BLANK).reshape(users, length)
-    out_features = np.zeros((users * length, NUM_FEEDBACK + 1), dtype=np.float32)
-    chosen = by_recency[present]
-    out_features[present, :NUM_FEEDBACK] = feedback_sum[chosen] / size[chosen, None]
-    out_features[present, NUM_FEEDBACK] = size[chosen]
-    return out_items, out_features.reshape(users, length, NUM_FEEDBACK + 1)
-
-
-def _cluster_history(items: np.ndarray, points: np.ndarray, length: int,
-                     iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """The lifelong clusters of N users' past impressions (N, H): each impression's cluster
-    (N, H) in [0, length) and each cluster's item nearest its centroid (N, K)."""
-    distinct, weights, index = _distinct_items(items)
-    distinct_points = np.take(points, distinct, axis=0)  # (N, P, C)
-    largest = max(distinct_points.max(), -distinct_points.min())
-    if largest > _quantized_bound(points.shape[1], items.shape[1]):
+    if items.size and (items.min() < 0 or items.max() >= points.shape[0]):
         raise ValueError(
-            f"points were quantised for histories shorter than {items.shape[1]} "
-            "impressions: pass quantize_content(content, lifelong_history) for this history"
+            f"past items must be ids in [0, {points.shape[0] - 1}] (the rows of points), got "
+            f"ids from {items.min()} to {items.max()}"
         )
-    labels, sums = hierarchical_kmeans(distinct_points, weights, length, iterations)
-    nearest = _nearest_members(distinct_points, labels, sums)  # (N, K)
-    return (np.take_along_axis(labels, index, axis=1),
-            np.take_along_axis(distinct, nearest, axis=1))
+    if history > length and np.abs(points).max() > _quantized_bound(points.shape[1], history):
+        raise ValueError(
+            f"points were quantised for histories shorter than {history} impressions: pass "
+            "quantize_content(content, lifelong_history) for this history"
+        )
+    out_items = np.empty((users, length), dtype=np.int64)
+    out_features = np.empty((users, length, feedback.shape[2] + 1), dtype=np.float32)
+    _compress_users(np.ascontiguousarray(items, dtype=np.int64),
+                    np.ascontiguousarray(feedback, dtype=np.float32),
+                    np.ascontiguousarray(points, dtype=np.float32), int(length), int(iterations),
+                    out_items, out_features)  # Python ints: one compiled signature
+    return out_items, out_features
+
+
+@njit(**_COMPILED)
+def _compress_users(items, feedback, points, length, iterations, out_items, out_features):
+    """`compress_lifelong` of each user in turn, into out_items (N, K), out_features."""
+    impressions = np.zeros(points.shape[0], dtype=np.int64)  # (I,) scratch, kept zero
+    for user in range(items.shape[0]):
+        _compress_user(items[user], feedback[user], points, length, iterations, impressions,
+                       out_items[user], out_features[user])
+
+
+@njit(**_COMPILED)
+def _compress_user(items, feedback, points, length, iterations, scratch, out_items,
+                   out_features):
+    """One user's lifelong entries: items (H,), feedback (H, F) -> out_items (K,),
+    out_features (K, F + 1). scratch (I,) zeros, left zero."""
+    history, fields = feedback.shape
+    cluster = np.empty(history, dtype=np.int64)  # (H,) each impression's cluster
+    entry = np.zeros(length, dtype=np.int64)  # (K,) each cluster's item
+    if history <= length:  # nothing to compress: each impression is its own cluster
+        for impression in range(history):
+            cluster[impression] = impression
+            entry[impression] = items[impression]
+    else:
+        distinct, weights, index = _distinct_items(items, scratch)
+        user_points = np.empty((distinct.size, points.shape[1]), dtype=np.float32)  # (P, C)
+        for slot in range(distinct.size):
+            user_points[slot] = points[distinct[slot]]
+        labels, sums = _kmeans(user_points, weights, length, iterations)
+        nearest = _nearest_members(user_points, labels, sums)
+        for impression in range(history):
+            cluster[impression] = labels[index[impression]]
+        for label in range(length):
+            entry[label] = distinct[nearest[label]]
+
+    size = np.zeros(length, dtype=np.int64)
+    recency = np.full(length, -1, dtype=np.int64)  # (K,) latest impression, -1 = no cluster
+    totals = np.zeros((length, fields))  # (K, F) float64, summed oldest first
+    for impression in range(history):
+        label = cluster[impression]
+        size[label] += 1
+        recency[label] = impression
+        for field in range(fields):
+            totals[label, field] += feedback[impression, field]
+    by_recency = np.argsort(recency)  # absent clusters (-1) first, then oldest to newest
+    out_items[:] = BLANK
+    out_features[:] = 0.0
+    first_present = length - (recency >= 0).sum()
+    for slot in range(first_present, length):
+        label = by_recency[slot]
+        out_items[slot] = entry[label]
+        for field in range(fields):
+            out_features[slot, field] = totals[label, field] / size[label]
+        out_features[slot, fields] = size[label]
+
+
+@njit(**_COMPILED)
+def _distinct_items(items, scratch):
+    """A user's distinct items in id order (P,), impressions of each (P,) and the index
+    (H,) of each impression's distinct item. scratch (I,) zeros, left zero."""
+    found = np.empty(items.size, dtype=np.int64)
+    count = 0
+    for item in items:
+        if scratch[item] == 0:
+            found[count] = item
+            count += 1
+        scratch[item] += 1
+    if scratch.size <= 8 * items.size:  # a small catalog: reading it in order beats a sort
+        count = 0
+        for item in range(scratch.size):
+            if scratch[item]:
+                found[count] = item
+                count += 1
+        distinct = found[:count]
+    else:
+        distinct = np.sort(found[:count])
+    weights = np.empty(count, dtype=np.float32)
+    for slot in range(count):
+        weights[slot] = scratch[distinct[slot]]
+        scratch[distinct[slot]] = slot
+    index = np.empty(items.size, dtype=np.int64)
+    for impression in range(items.size):
+        index[impression] = scratch[items[impression]]
+    for item in distinct:
+        scratch[item] = 0
+    return distinct, weights, index
+
+
+@njit(**_COMPILED)
+def _kmeans(points, weights, max_clusters, iterations):
+    """`hierarchical_kmeans` of one user: points (P, C) and weights (P,) > 0, float32 and
+    integer-valued, -> labels (P,) int64 and sums (K, C + 2) float32 (exact integers).
+
+    The clusters live in one permutation `order` of the points: each cluster is a
+    contiguous run of it from `start`; a split reorders its run by child (stably), so the
+    children are runs too.
+    """
+    count_points, dims = points.shape
+    order = np.arange(count_points)
+    start = np.zeros(max_clusters, dtype=np.int64)  # (K,) first slot of each run in order
+    sums = np.zeros((max_clusters, dims + 2), dtype=np.float32)  # (K, C + 2) see the doc
+    _assign(points, weights, order, points[:1], np.zeros(1, dtype=np.float32), 1,
+            np.empty(count_points, dtype=np.int64), sums[:1])  # cluster 0: every point
+    count = 1  # labels in use
+    small = -(-int(sums[0, dims]) // max_clusters)  # ceil(|D| / K): not split further
+    children = np.ones(max_clusters, dtype=np.int64)
+    scratch = _split_buffers(count_points, dims, max(2, _cube_root(int(sums[0, dims]))))
+    while True:
+        _split_counts(sums[:count, dims], sums[:count, dims + 1], small, max_clusters - count,
+                      children[:count])
+        first_new = count  # child 0 keeps its parent's label; the others take the next ones
+        for label in range(count):
+            if children[label] > 1:
+                _split(points, weights, order, start, sums, label, children[label], first_new,
+                       iterations, scratch)
+                first_new += children[label] - 1
+        if first_new == count:
+            break
+        count = first_new
+    labels = np.full(count_points, -1, dtype=np.int64)
+    for label in range(count):
+        first = start[label]
+        for slot in range(first, first + int(sums[label, dims + 1])):
+            labels[order[slot]] = label
+    return labels, sums
+
+
+@njit(**_COMPILED)
+def _split_counts(sizes, members, small, budget, children):
+    """Children per cluster for one level, into children (K',): floor(cbrt(size)) (at least
+    2, at most its members) for clusters heavier than `small`, heaviest first (ties to the
+    lower label), until the entry budget is spent; 1 = not split.
+
+    sizes (K',) weight per cluster (0 = empty), members (K',) points per cluster."""
+    before = 0  # children beyond the first that heavier clusters asked for
+    for label in np.argsort(-sizes, kind="mergesort"):
+        extra = 0
+        if sizes[label] > small and members[label] > 1:
+            extra = min(max(2, _cube_root(int(sizes[label]))), int(members[label])) - 1
+        children[label] = 1 + min(max(budget - before, 0), extra)
+        before += extra
+
+
+@njit(**_COMPILED)
+def _cube_root(value):
+    """floor(cbrt(value)) of a non-negative integer, exactly."""
+    root = int(round(value ** (1.0 / 3.0)))
+    while root**3 > value:
+        root -= 1
+    while (root + 1) ** 3 <= value:
+        root += 1
+    return root
+
+
+@njit(**_COMPILED)
+def _split_buffers(members, dims, most_children):
+    """Buffers for every `_split` of one user: at most `members` points and `most_children`
+    children (allocating them per split would cost more than the arithmetic)."""
+    return (np.empty((most_children, dims), dtype=np.float32),  # centroids (J, C)
+            np.empty(most_children, dtype=np.float32),  # |c|^2 per child (J,)
+            np.empty(members, dtype=np.int64),  # nearest child of each member (R,)
+            np.empty((most_children, dims + 2), dtype=np.float32),  # child sums (J, C + 2)
+            np.empty(members, dtype=np.int64))  # the reordered run (R,)
+
+
+@njit(**_COMPILED)
+def _split(points, weights, order, start, sums, label, num_children, first_new, iterations,
+           scratch):
+    """Split cluster `label` into `num_children` by weighted Lloyd steps from evenly spaced
+    members: child 0 keeps the label, child j > 0 takes first_new + j - 1."""
+    centroids, norms, nearest, child_sums, reordered = scratch  # the first J or R rows used
+    dims = points.shape[1]
+    first = start[label]
+    run = order[first:first + int(sums[label, dims + 1])]  # (R,) a view: reordered in place
+    for child in range(num_children):
+        centroids[child] = points[run[(2 * child + 1) * run.size // (2 * num_children)]]
+    for step in range(iterations + 1):
+        _assign(points, weights, run, centroids, norms, num_children, nearest, child_sums)
+        if step == iterations:
+            break
+        moved = False
+        for child in range(num_children):
+            if child_sums[child, dims] > 0:  # an empty child keeps its centroid
+                for dim in range(dims):
+                    mean = np.rint(child_sums[child, dim] / child_sums[child, dims])
+                    moved |= mean != centroids[child, dim]
+                    centroids[child, dim] = mean
+        if not moved:  # converged: the steps left would repeat this one exactly
+            break
+
+    slot_of_child = np.empty(num_children, dtype=np.int64)  # (J,) next slot of each child
+    taken = 0
+    for child in range(num_children):
+        slot_of_child[child] = taken
+        taken += int(child_sums[child, dims + 1])
+        child_label = label if child == 0 else first_new + child - 1
+        start[child_label] = first + slot_of_child[child]
+        sums[child_label] = child_sums[child]
+    for slot in range(run.size):
+        reordered[slot_of_child[nearest[slot]]] = run[slot]
+        slot_of_child[nearest[slot]] += 1
+    run[:] = reordered[:run.size]
+
+
+@njit(**_REORDERED)
+def _assign(points, weights, run, centroids, norms, num_children, nearest, child_sums):
+    """One Lloyd assignment: each member of `run` (R,) to its nearest of the first
+    `num_children` centroids (J, C), ties to the lower child: the smallest |c|^2 - 2 x.c.
+    Writes nearest (R,) and each child's sums, child_sums (J, C + 2) as `_kmeans`'s.
+
+    Every value here is an integer below 2**24 in float32 (`quantize_content`), exact in
+    any order of summation (`_REORDERED` lets the compiler vectorise the sums). The loops
+    are written out because a call to a helper costs more than its arithmetic here.
+    """
+    dims = centroids.shape[1]
+    two = np.float32(2.0)  # a float32 constant keeps the arithmetic in float32
+    for child in range(num_children):
+        centroid = centroids[child]
+        norm = np.float32(0.0)
+        for dim in range(dims):
+            norm += centroid[dim] * centroid[dim]
+        norms[child] = norm
+        child_sums[child] = 0.0
+    for slot in range(run.size):
+        point = points[run[slot]]
+        best, best_key = 0, np.float32(np.inf)
+        for child in range(num_children):
+            centroid = centroids[child]
+            dot = np.float32(0.0)
+            for dim in range(dims):
+                dot += point[dim] * centroid[dim]
+            key = norms[child] - two * dot
+            if key < best_key:
+                best, best_key = child, key
+        nearest[slot] = best
+        weight = weights[run[slot]]
+        sums = child_sums[best]
+        for dim in range(dims):
+            sums[dim] += weight * point[dim]
+        sums[dims] += weight
+        sums[dims + 1] += 1
+
+
+@njit(**_COMPILED)
+def _nearest_members(points, labels, sums):
+    """The point nearest each cluster's centroid (rounded), ties to the lower index:
+    points (P, C), labels (P,), sums (K, C + 2) -> (K,) int64 point indices, 0 for empty
+    clusters. Distances are exact."""
+    dims = points.shape[1]
+    centroids = np.empty((sums.shape[0], dims), dtype=np.float32)  # (K, C)
+    for label in range(sums.shape[0]):
+        weight = max(sums[label, dims], np.float32(1.0))
+        for dim in range(dims):
+            centroids[label, dim] = np.rint(sums[label, dim] / weight)
+    return _nearest_to(points, labels, centroids)
+
+
+@njit(**_REORDERED)
+def _nearest_to(points, labels, centroids):
+    """`_nearest_members` given the rounded centroids (K, C): squared distances are integers
+    below 2**24 (`quantize_content`), exact in any order."""
+    nearest = np.zeros(centroids.shape[0], dtype=np.int64)
+    best_gap = np.full(centroids.shape[0], np.inf, dtype=np.float32)
+    for point in range(points.shape[0]):
+        label = labels[point]
+        row, centroid = points[point], centroids[label]
+        gap = np.float32(0.0)
+        for dim in range(row.size):
+            gap += (row[dim] - centroid[dim]) * (row[dim] - centroid[dim])
+        if gap < best_gap[label]:
+            nearest[label], best_gap[label] = point, gap
+    return nearest

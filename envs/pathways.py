@@ -17,7 +17,7 @@ pushed at once, H history length, F feedback fields, K lifelong entries.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+from numba import njit
 
 from envs.lifelong import compress_lifelong
 from envs.response import engaged
@@ -28,8 +28,8 @@ class RingBuffer:
     """The last L entries (item id and W values) of N users, read back oldest first.
 
     Each entry is written twice, at slot t mod L and t mod L + L of a 2L-wide buffer, so the
-    window of the last L entries is always one contiguous run: reading it is a strided
-    gather of whole rows, not a per-element one.
+    window of the last L entries is always one contiguous run: reading it is a copy of whole
+    rows. Pushes and reads are compiled loops over users (numba, without the GIL).
     """
 
     def __init__(self, num_users: int, length: int, width: int) -> None:
@@ -52,33 +52,53 @@ class RingBuffer:
         the R rows are (default: all N, in order).
         """
         rows = np.arange(self.count.shape[0]) if rows is None else rows
-        rank = np.cumsum(keep, axis=1) - 1  # (R, M) position among this push's kept entries
-        kept = rank[:, -1] + 1  # (R,)
-        keep = keep & (rank >= (kept - self.length)[:, None])  # older ones would be overwritten
-        user, column = np.nonzero(keep)
-        slot = (self.count[rows][user] + rank[user, column]) % self.length
-        target = rows[user]
-        for offset in (0, self.length):
-            self.items[target, slot + offset] = items[user, column]
-            self.values[target, slot + offset] = values[user, column]
-        self.count[rows] += kept
+        _push(self.items, self.values, self.count, np.asarray(rows, dtype=np.int64),
+              np.asarray(items, dtype=np.int64), np.asarray(values, dtype=np.float32),
+              np.asarray(keep, dtype=np.bool_))
 
     def window(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The last L entries, oldest first: items (R, L) int64, values (R, L, W) float32."""
         rows = np.arange(self.count.shape[0]) if rows is None else rows
-        length = self.length
-        start = self.count[rows] % length
-        item_stride, value_stride = self.items.strides, self.values.strides
-        item_windows = as_strided(
-            self.items, shape=(self.items.shape[0], length, length),
-            strides=(item_stride[0], item_stride[1], item_stride[1]), writeable=False,
-        )  # (N, L start positions, L)
-        value_windows = as_strided(
-            self.values, shape=(self.values.shape[0], length, length, self.values.shape[2]),
-            strides=(value_stride[0], value_stride[1], value_stride[1], value_stride[2]),
-            writeable=False,
-        )  # (N, L start positions, L, W)
-        return item_windows[rows, start], value_windows[rows, start]
+        rows = np.asarray(rows, dtype=np.int64)
+        items = np.empty((rows.size, self.length), dtype=np.int64)
+        values = np.empty((rows.size, self.length, self.values.shape[2]), dtype=np.float32)
+        _window(self.items, self.values, self.count, rows, items, values)
+        return items, values
+
+
+@njit(cache=True, nogil=True)
+def _push(buffer_items, buffer_values, count, rows, items, values, keep):
+    """`RingBuffer.push` into its arrays: each row's kept entries, in order, twice each;
+    entries that later ones of the same push would overwrite are skipped."""
+    length = buffer_items.shape[1] // 2
+    for row in range(rows.size):
+        user = rows[row]
+        kept = keep[row].sum()
+        rank = 0  # among this row's kept entries
+        for column in range(items.shape[1]):
+            if not keep[row, column]:
+                continue
+            if rank >= kept - length:
+                slot = (count[user] + rank) % length
+                for offset in (0, length):
+                    buffer_items[user, slot + offset] = items[row, column]
+                    buffer_values[user, slot + offset] = values[row, column]
+            rank += 1
+        count[user] += kept
+
+
+@njit(cache=True, nogil=True)
+def _window(buffer_items, buffer_values, count, rows, items, values):
+    """`RingBuffer.window` into items (R, L), values (R, L, W): one contiguous run a row."""
+    length, width = values.shape[1:]
+    for row in range(rows.size):
+        user = rows[row]
+        start = count[user] % length
+        items[row] = buffer_items[user, start:start + length]
+        source = buffer_values[user].reshape(-1)[start * width:(start + length) * width]
+        target = values[row].reshape(-1)  # (L * W,) flat: a plain copy, no 2-D indexing
+        for index in range(target.size):
+            target[index] = source[index]
 
 
 class Pathways:

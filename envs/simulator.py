@@ -15,6 +15,9 @@ of users), T topic dimensions.
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple, Protocol
@@ -71,13 +74,14 @@ class SessionConfig:
     lifelong_history: int = LIFELONG_HISTORY  # past impressions the lifelong pathway covers
     lifelong_length: int = LIFELONG_LENGTH  # entries after compression (the report's 128)
     kmeans_iterations: int = 2  # Lloyd steps per level: within-cluster spread 1.4% above 3 steps
-    reset_chunk: int = 128  # users started at once: bounds the memory of a reset (~0.6 MB a user)
+    reset_chunk: int = 64  # users drawn at once per thread: ~0.6 MB a user in flight
+    reset_threads: int = 2  # draw new users beside the request: 2 cores (numba frees the GIL)
     response: ResponseConfig = field(default_factory=ResponseConfig)  # behaviours and leaving
     population: PopulationConfig = field(default_factory=PopulationConfig)  # who the users are
 
     def __post_init__(self) -> None:
         for name in ("slate_size", "short_term_length", "positive_length", "lifelong_history",
-                     "lifelong_length", "reset_chunk"):
+                     "lifelong_length", "reset_chunk", "reset_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SessionConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.kmeans_iterations < 0:
@@ -158,6 +162,14 @@ class SessionStart(NamedTuple):
     lifelong_features: np.ndarray  # (R, K, F + 1) float32
 
 
+class PendingReset(NamedTuple):
+    """New users being drawn (`SessionSimulator.begin_reset`): the pieces of rows, in order,
+    and the draws in flight for the first of them."""
+
+    pieces: list[np.ndarray]  # rows of each piece, (R_i,) int64
+    drawing: deque[Future[SessionStart]]  # the next pieces' draws; empty: draw in place
+
+
 class StepResult(NamedTuple):
     """What one request produced for every user."""
 
@@ -221,7 +233,12 @@ def _world_tables(
 
 
 class SessionSimulator:
-    """N users in sessions: reset some, answer slates for all, observe any."""
+    """N users in sessions: reset some, answer slates for all, observe any.
+
+    New users are drawn in pieces of at most `reset_chunk` users, at most `reset_threads`
+    pieces at a time in threads of their own (`begin_reset`), and written into the state in
+    order (`finish_reset`): a user is the same bits whatever its piece or thread.
+    """
 
     def __init__(self, catalog: Catalog, config: SessionConfig, num_users: int) -> None:
         if num_users < 1:
@@ -245,20 +262,58 @@ class SessionSimulator:
         )
         self.pathways = Pathways(num_users, config.short_term_length, config.positive_length,
                                  config.lifelong_length, config.lifelong_history)
+        self._pool: ThreadPoolExecutor | None = None  # reset threads, started on first use
+        self._pool_pid = os.getpid()  # the process whose threads those are
 
     def reset(self, rows: np.ndarray, roots: np.ndarray | None = None) -> None:
         """Start new sessions for users `rows` (R,): with new roots (R,) uint64 the first
         episode of those roots, otherwise each user's next episode."""
+        self.finish_reset(self.begin_reset(rows, roots))
+
+    def begin_reset(self, rows: np.ndarray, roots: np.ndarray | None = None) -> PendingReset:
+        """`reset`, split in two: start drawing the new users (in the reset threads, when
+        there are several), to be written into the state by `finish_reset`. Steps may run
+        in between (the vector env overlaps a request with its restarts): the draws read
+        nothing a step changes."""
         rows = np.asarray(rows, dtype=np.int64)
         if roots is not None:
             self.roots[rows] = roots
             self.episodes[rows] = 0
         else:
             self.episodes[rows] += 1
-        chunk = self.config.reset_chunk
-        for first in range(0, rows.size, chunk):  # a user's start does not depend on its chunk
-            chunk_rows = rows[first:first + chunk]
-            self._begin(chunk_rows, self._draw_sessions(chunk_rows))
+        # a user's start does not depend on its piece: pieces of at most reset_chunk users,
+        # at least one per thread
+        threads = self.config.reset_threads
+        count = min(rows.size, max(-(-rows.size // self.config.reset_chunk), threads))
+        pieces = np.array_split(rows, count) if count else []
+        if len(pieces) > 1 and (self._pool is None or self._pool_pid != os.getpid()):
+            # a forked process inherits the pool without its threads: it needs its own
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="reset")
+            self._pool_pid = os.getpid()
+        pending = PendingReset(pieces, deque())
+        if len(pieces) > 1:  # at most one piece per thread in flight bounds the memory
+            for piece in pieces[:threads]:
+                pending.drawing.append(self._pool.submit(self._draw_sessions, piece))
+        return pending
+
+    def finish_reset(self, pending: PendingReset) -> None:
+        """Write the users of a `begin_reset` into the state, drawing what is left."""
+        threads = self.config.reset_threads
+        for index, piece in enumerate(pending.pieces):
+            if not pending.drawing:  # one piece: drawn here, no thread needed
+                self._begin(piece, self._draw_sessions(piece))
+                continue
+            start = pending.drawing.popleft().result()
+            if index + threads < len(pending.pieces):
+                pending.drawing.append(self._pool.submit(self._draw_sessions,
+                                                         pending.pieces[index + threads]))
+            self._begin(piece, start)
+
+    def close(self) -> None:
+        """Stop the reset threads, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _draw_sessions(self, rows: np.ndarray) -> SessionStart:
         """New users for `rows`: profile, warm history and lifelong summary (no writes)."""

@@ -4,8 +4,8 @@ A batched simulator cannot give each of its N users a `numpy.random.Generator` w
 Python loop over users, yet user i of a vector env must follow exactly the dynamics of a
 single env reset with seed + i. A counter-based generator solves both: the k-th random
 number of a stream is a pure function of (stream key, k), so a whole (N, D) block of draws
-is a handful of vectorised integer operations, and it does not matter how many other users
-share the batch.
+is one compiled loop of integer operations (numba, without the GIL), and it does not matter
+how many other users share the batch.
 
 The generator is SplitMix64 (Steele, Lea and Flood, OOPSLA 2014) used with random access:
 value k of the stream with state `key` is `mix(key + (k + 1) * GOLDEN)`. Each 64-bit value
@@ -18,11 +18,13 @@ Letters used in shape comments: N users (streams), D draws.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 _UNIT_32 = 1.0 / 4_294_967_296.0
+_COMPILED = {"cache": True, "nogil": True}  # compiled once per machine; threads run it freely
 
 # Salts that split one user-episode key into independent streams, one per purpose.
 PURPOSE_PROFILE = 1
@@ -32,7 +34,9 @@ PURPOSE_STEP = 3
 
 def mix64(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: a bijective scrambling of uint64 values (same shape)."""
-    return _mix64_in_place(np.array(values, dtype=np.uint64))
+    mixed = np.array(values, dtype=np.uint64)
+    _mix_in_place(mixed.reshape(-1))
+    return mixed
 
 
 def seed_roots(seeds: np.ndarray) -> np.ndarray:
@@ -59,13 +63,12 @@ def uniforms(stream_keys: np.ndarray, offsets: np.ndarray | int, count: int) -> 
     reserves `count` uniforms per step advances its offset by ceil(count / 2)).
     Returns (N, count) float64.
     """
-    words = (count + 1) // 2
-    offsets = np.asarray(offsets, dtype=np.int64).astype(np.uint64)
-    index = offsets.reshape(-1, 1) + np.arange(1, words + 1, dtype=np.uint64)  # (N or 1, W)
-    bits = _mix64_in_place(stream_keys.reshape(-1, 1) + index * GOLDEN)  # (N, W)
-    both = np.empty((bits.shape[0], words, 2))  # (N, W, 2): high half first
-    _unit_halves(bits, both[..., 0], both[..., 1])
-    return both.reshape(bits.shape[0], 2 * words)[:, :count]
+    stream_keys = np.ascontiguousarray(stream_keys, dtype=np.uint64).reshape(-1)
+    offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64).astype(np.uint64),
+                              stream_keys.shape)
+    out = np.empty((stream_keys.size, 2 * words_for(count)))  # (N, 2W): high half first
+    _fill_uniforms(stream_keys, np.ascontiguousarray(offsets), out)
+    return out[:, :count]
 
 
 def uniform_columns(stream_keys: np.ndarray, rows: int, per_row: int) -> np.ndarray:
@@ -78,34 +81,53 @@ def uniform_columns(stream_keys: np.ndarray, rows: int, per_row: int) -> np.ndar
     """
     if per_row % 2:
         raise ValueError(f"per_row must be even (two uniforms per 64-bit value), got {per_row}")
-    words = per_row // 2
     out = np.empty((per_row, stream_keys.shape[0], rows))
-    first_word = np.arange(rows, dtype=np.uint64) * np.uint64(words)  # (rows,)
-    for word in range(words):
-        index = (first_word + np.uint64(word + 1)) * GOLDEN
-        bits = _mix64_in_place(stream_keys.reshape(-1, 1) + index)  # (N, rows)
-        _unit_halves(bits, out[2 * word], out[2 * word + 1])
+    _fill_columns(np.ascontiguousarray(stream_keys, dtype=np.uint64), out)
     return out
 
 
-def _mix64_in_place(z: np.ndarray) -> np.ndarray:
-    """`mix64` of a fresh uint64 array, overwriting it (no temporaries but the shifts)."""
-    z ^= z >> np.uint64(30)
-    z *= _MIX_1
-    z ^= z >> np.uint64(27)
-    z *= _MIX_2
-    z ^= z >> np.uint64(31)
-    return z
+@njit(**_COMPILED)
+def _mix(z):
+    """`mix64` of one uint64 (every constant a uint64: numba would otherwise go float)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
 
 
-def _unit_halves(bits: np.ndarray, high: np.ndarray, low: np.ndarray) -> None:
-    """The two 32-bit halves of each value of `bits` as uniforms (k + 1/2) / 2**32, written
-    into the float64 arrays `high` and `low` (same shape)."""
-    np.copyto(high, bits >> np.uint64(32), casting="unsafe")
-    np.copyto(low, bits & np.uint64(0xFFFFFFFF), casting="unsafe")
-    for half in (high, low):
-        half += 0.5
-        half *= _UNIT_32
+@njit(**_COMPILED)
+def _mix_in_place(values):
+    """`mix64` of every value of a uint64 array (K,), in place."""
+    for index in range(values.size):
+        values[index] = _mix(values[index])
+
+
+@njit(**_COMPILED)
+def _unit(half):
+    """A 32-bit value as the uniform (k + 1/2) / 2**32, float64 (exact)."""
+    return (np.float64(half) + 0.5) * _UNIT_32
+
+
+@njit(**_COMPILED)
+def _fill_uniforms(stream_keys, offsets, out):
+    """Value w of stream n, offset by offsets[n], into out[n, 2w] (high half), 2w + 1."""
+    for stream in range(stream_keys.size):
+        for word in range(out.shape[1] // 2):
+            bits = _mix(stream_keys[stream] + (offsets[stream] + np.uint64(word + 1)) * GOLDEN)
+            out[stream, 2 * word] = _unit(bits >> np.uint64(32))
+            out[stream, 2 * word + 1] = _unit(bits & np.uint64(0xFFFFFFFF))
+
+
+@njit(**_COMPILED)
+def _fill_columns(stream_keys, out):
+    """`uniform_columns` into out (per_row, N, rows)."""
+    words = np.uint64(out.shape[0] // 2)
+    for word in range(out.shape[0] // 2):
+        for stream in range(stream_keys.size):
+            for row in range(out.shape[2]):
+                index = np.uint64(row) * words + np.uint64(word + 1)
+                bits = _mix(stream_keys[stream] + index * GOLDEN)
+                out[2 * word, stream, row] = _unit(bits >> np.uint64(32))
+                out[2 * word + 1, stream, row] = _unit(bits & np.uint64(0xFFFFFFFF))
 
 
 def words_for(count: int) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from envs.catalog import Catalog
 from envs.response import NUM_DRAWS, ItemTable, ResponseConfig, respond
@@ -103,7 +104,6 @@ class Population:
     def __init__(self, catalog: Catalog, items: ItemTable, config: PopulationConfig) -> None:
         self.config = config
         self.items = items
-        self.num_items = catalog.num_items
         leaf = catalog.category[:, 2]
         self.num_leaves = int(leaf.max()) + 1
         centres = np.zeros((self.num_leaves, items.topics.shape[1]))
@@ -158,17 +158,6 @@ class Population:
         interest /= np.linalg.norm(interest, axis=1, keepdims=True)
         return Profiles(static, interest, leaves.astype(np.int64), np.cumsum(weights, axis=1))
 
-    def draw_popular(self, uniform: np.ndarray) -> np.ndarray:
-        """Items drawn from the popularity prior, one per uniform (any shape); O(1) each.
-
-        Walker's alias method driven by a single uniform: its integer part (times I) picks a
-        column, its fractional part decides between the column and its alias.
-        """
-        scaled = uniform * self.num_items
-        column = np.minimum(scaled.astype(np.int64), self.num_items - 1)
-        return np.where(scaled - column < np.take(self.alias_accept, column), column,
-                        np.take(self.alias_other, column))
-
     def warm_history(
         self, keys: np.ndarray, profiles: Profiles, response: ResponseConfig, slate_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -178,21 +167,13 @@ class Population:
         favourite leaf, in slates of `slate_size`; the user answered with today's interests
         and no fatigue (the past is spread over days).
         """
-        config = self.config
-        length = config.warm_history
+        length = self.config.warm_history
         u = uniform_columns(purpose_keys(keys, PURPOSE_WARM_HISTORY), length,
                             2 + NUM_DRAWS)  # (2 + D, N, H): each draw one contiguous array
-        source, pick = u[0], u[1]  # (N, H) each
-        personal_share = (source - config.warm_popular_share) / max(
-            1.0 - config.warm_popular_share, 1e-12
-        )  # uniform in (0, 1) when the item is personal
-        which = np.zeros(source.shape, dtype=np.int64)  # (N, H) favourite leaf, by its cdf
-        for bound in profiles.favourite_cdf[:, :-1].T:
-            which += personal_share > bound[:, None]
-        leaf = np.take_along_axis(profiles.favourite_leaves, which, axis=1)  # (N, H)
-        member = (pick * np.take(self.leaf_count, leaf)).astype(np.int64)
-        personal = np.take(self.leaf_order, np.take(self.leaf_start, leaf) + member)
-        items = np.where(source < config.warm_popular_share, self.draw_popular(pick), personal)
+        items = np.empty(u.shape[1:], dtype=np.int64)  # (N, H)
+        _warm_items(u[0], u[1], profiles.favourite_leaves, profiles.favourite_cdf,
+                    self.config.warm_popular_share, self.leaf_order, self.leaf_start,
+                    self.leaf_count, self.alias_accept, self.alias_other, items)
         feedback = respond(
             response, self.items, profiles.interest, profiles.static[:, _ACTIVITY], items,
             np.ones(items.shape, dtype=bool), np.zeros(items.shape),
@@ -200,6 +181,35 @@ class Population:
             positions=np.arange(length) % slate_size,
         )  # (N, H, F)
         return items, feedback
+
+
+@njit(cache=True, nogil=True)
+def _warm_items(source, pick, favourite_leaves, favourite_cdf, popular_share, leaf_order,
+                leaf_start, leaf_count, alias_accept, alias_other, items):
+    """The items of N users' warm histories into items (N, H), one per pair of uniforms
+    source, pick (N, H): popular when source < popular_share, otherwise from the favourite
+    leaf whose cumulative weight (N, P) the rescaled source falls under, its member picked
+    by `pick`. A popular item is Walker's alias method driven by `pick` alone: its integer
+    part (times I) picks a column, its fractional part decides between the column and its
+    alias, O(1) an item."""
+    num_items = alias_accept.size
+    personal_scale = max(1.0 - popular_share, 1e-12)
+    for user in range(source.shape[0]):
+        for impression in range(source.shape[1]):
+            uniform = pick[user, impression]
+            if source[user, impression] < popular_share:
+                scaled = uniform * num_items
+                column = min(int(scaled), num_items - 1)
+                popular = scaled - column < alias_accept[column]
+                items[user, impression] = column if popular else alias_other[column]
+                continue
+            share = (source[user, impression] - popular_share) / personal_scale
+            which = 0  # the favourite leaf: how many cumulative weights lie below share
+            for bound in favourite_cdf[user, :-1]:
+                which += share > bound
+            leaf = favourite_leaves[user, which]
+            member = int(uniform * leaf_count[leaf])
+            items[user, impression] = leaf_order[leaf_start[leaf] + member]
 
 
 def _alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

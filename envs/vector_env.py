@@ -128,11 +128,11 @@ class OneRecVectorEnv(VectorEnv):
         restarting = self._done  # these envs ignore their action and start a new user
         if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
             restarting = np.zeros_like(self._done)
+        pending = self.simulator.begin_reset(np.flatnonzero(restarting))  # drawn meanwhile
         result = self.simulator.step(slates)
         rewards = np.asarray(self.reward_fn(self._context, slates, result.feedback),
                              dtype=np.float64)  # (N,)
-        if restarting.any():
-            self.simulator.reset(np.flatnonzero(restarting))
+        self.simulator.finish_reset(pending)
         terminated = result.outcome["left"] & ~restarting
         truncated = (self.simulator.state.request >= self.max_episode_steps) & ~restarting
         rewards = np.where(restarting, 0.0, rewards)
@@ -148,3 +148,6 @@ class OneRecVectorEnv(VectorEnv):
         self._done = terminated | truncated
         self._context = self.simulator.observation()
         return self._context, rewards, terminated, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.simulator.close()

@@ -112,6 +112,19 @@ def test_lifelong_entries_by_hand() -> None:
     assert features[0, :, NUM_FEEDBACK].tolist() == [3.0, 3.0]
 
 
+def test_an_entry_is_the_item_nearest_its_centroid_when_none_sits_on_it() -> None:
+    content = np.array([[0.0], [14.0], [19.0], [300.0], [305.0], [337.0]])
+    items = np.arange(6)[None]  # each item once: clusters {0, 1, 2} and {3, 4, 5}
+    points = quantize_content(content, 6)
+    entries, features = compress_lifelong(items, np.zeros((1, 6, NUM_FEEDBACK), np.float32),
+                                          points, length=2)
+    # centroids rint(-664 / 3) = -221 and rint(664 / 3) = 221: item 1 (4 away) and item 4
+    # (13 away) are the nearest
+    assert points[:, 0].tolist() == [-237, -217, -210, 201, 208, 255]
+    assert entries.tolist() == [[1, 4]]
+    assert features[0, :, NUM_FEEDBACK].tolist() == [3.0, 3.0]
+
+
 def test_short_histories_are_not_compressed_and_pad_in_front() -> None:
     items = np.array([[3, 1, 2]])
     feedback = np.ones((1, 3, NUM_FEEDBACK), dtype=np.float32)

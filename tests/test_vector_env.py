@@ -104,3 +104,23 @@ def test_a_new_user_is_the_same_bits_whoever_starts_with_it() -> None:
         alone.reset(np.array([0]), seed_roots(np.array([user])))
         for key, value in alone.observation().items():
             assert np.array_equal(batch[key][user], value[0]), key
+
+
+def test_threads_and_pieces_of_a_reset_change_no_bit() -> None:
+    rollouts = []
+    for threads, chunk in ((1, 128), (3, 2)):  # no thread; three threads, pieces of 2 users
+        config = SessionConfig(population=PopulationConfig(warm_history=400),
+                               reset_threads=threads, reset_chunk=chunk)
+        vector = OneRecVectorEnv(num_envs=7, max_episode_steps=3, catalog=CATALOG,
+                                 config=config)
+        observation, _ = vector.reset(seed=5)
+        rollout = [observation]
+        for slate in _slates(2, 8, 7):  # autoresets every few requests, drawn during a step
+            observation, rewards, terminated, truncated, _ = vector.step(slate)
+            rollout.append({**observation, "rewards": rewards, "done": terminated | truncated})
+        vector.close()
+        rollouts.append(rollout)
+    for alone, threaded in zip(*rollouts, strict=True):
+        for key, value in alone.items():
+            assert np.array_equal(value, threaded[key]), key
+    assert sum(step["done"].sum() for step in rollouts[0][1:]) >= 7  # users did restart
