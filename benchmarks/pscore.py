@@ -1,7 +1,7 @@
 """P-score benchmark: per-objective AUC of the towers, the equal-weight fusion and the
 Pareto-searched fusion, on logs of the popularity logging policy.
 
-    python -m benchmarks.pscore [--quick]
+    python -m benchmarks.pscore [--quick] [--seeds 0 1 2] [--users 12000]
 
 Logs sessions with `onerec-lab simulate` (popular policy), fits the P-score with
 `onerec-lab reward fit` once per seed (same logs, different split / initialisation / search),
@@ -9,8 +9,11 @@ and writes benchmarks/results/pscore.md and pscore.json. Every AUC is on the tes
 which neither the towers nor the weight search saw; the search split's numbers (where the
 search guarantees "no objective drops") are reported beside them.
 
-Target (issue): on every objective the fused P-score's AUC >= the equal-weight fusion's, and
-strictly above on at least one.
+Target (issue #5): on every objective the fused P-score's AUC >= the equal-weight fusion's,
+and strictly above on at least one. Alongside (issue #6): how well the fused score orders the
+test split's items by their logged watch seconds, for the default P-score (watch-time tower
+included) and for the behaviour-only P-score it replaced (fitted here on the same logs and
+split, first seed only), since a P-score blind to watch seconds is a proxy RL can game.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from typing import Any
 
 import torch
 
+from envs.logs import LoggedSessions
 from envs.spec import BEHAVIOURS
 from onerec_lab.commands.reward import RewardFitArgs, run_fit
 from onerec_lab.commands.simulate import SimulateArgs
 from onerec_lab.commands.simulate import run as simulate
+from rewards import ParetoConfig, PScoreConfig, PScoreTrainConfig, fit_pscore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = 0.3  # share of requests for the weight search, and again for the test split
@@ -45,12 +50,13 @@ def _delta(fused: float | None, equal: float | None) -> str:
 
 def seed_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: one per objective, test split."""
+    objectives = report["objectives"]
     lines = [
         "| objective | test positives | tower AUC | equal-weight AUC | P-score AUC | "
         "P-score - equal | weight |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in BEHAVIOURS:
+    for name in objectives:
         fused, equal = report["pscore_auc"][name], report["equal_weight_auc"][name]
         lines.append(
             f"| {name} | {report['positives'][name]} | {_cell(report['auc'][name])} | "
@@ -59,7 +65,8 @@ def seed_table(report: dict[str, Any]) -> list[str]:
         )
     search = report["search"]
     gains = [
-        _delta(search["pscore_auc"][name], search["equal_weight_auc"][name]) for name in BEHAVIOURS
+        f"{name} {_delta(search['pscore_auc'][name], search['equal_weight_auc'][name])}"
+        for name in objectives
     ]
     lines += [
         "",
@@ -69,13 +76,35 @@ def seed_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tracking_table(fits: dict[int, dict[str, Any]], baseline: dict[str, Any] | None) -> list[str]:
+    """Markdown rows: how each fused score orders test items by logged watch seconds."""
+    lines = [
+        "| P-score | seed | objectives | Spearman with watch s (P-score) | Spearman with "
+        "watch s (equal weights) | AUC vs w > median (P-score) | Spearman with duration "
+        "(P-score) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [("default (watch-time tower)", seed, fit) for seed, fit in fits.items()]
+    if baseline is not None:
+        rows.insert(0, ("behaviours only (before)", baseline["seed"], baseline))
+    for label, seed, fit in rows:
+        tracking = fit["watch_time_tracking"]
+        lines.append(
+            f"| {label} | {seed} | {len(fit['objectives'])} | "
+            f"{tracking['pscore']['spearman']:.4f} | {tracking['equal_weight']['spearman']:.4f} | "
+            f"{tracking['pscore']['auc_vs_median']:.4f} | "
+            f"{tracking['pscore']['duration_spearman']:+.4f} |"
+        )
+    return lines
+
+
 def reading(fits: dict[int, dict[str, Any]]) -> list[str]:
     """What the numbers say, per seed: which objectives rose, fell or stayed on the test split."""
     lines = []
     for seed, fit in fits.items():
         changes = {
             name: fit["pscore_auc"][name] - fit["equal_weight_auc"][name]
-            for name in BEHAVIOURS
+            for name in fit["objectives"]
             if fit["pscore_auc"][name] is not None and fit["equal_weight_auc"][name] is not None
         }
         fell = [
@@ -93,12 +122,37 @@ def reading(fits: dict[int, dict[str, Any]]) -> list[str]:
         "Each tower ranks its own objective best; one fused score has to trade objectives "
         "(click and hate conflict: click-bait draws both), and the equal-weight fusion is one "
         "point of that trade-off. The search keeps a weight change only if no objective's AUC "
-        "drops on the search split nor on either random half of it, so every kept step is a "
+        "drops on the search split nor on any of its 3 random parts (`ParetoConfig.folds`), so "
+        "every kept step is a "
         "Pareto improvement there; on unseen requests that promise holds up to sampling noise, "
         "which is largest for the rare behaviours (follow, comment, forward: a few hundred "
-        "positives per split).",
+        "positives per split). Besides coordinate and random moves, each round proposes MGDA's "
+        "common ascent direction (the min-norm point of the per-objective AUC gradients, "
+        "estimated by finite differences on the whole split and on each part, in standard "
+        "errors): near equal "
+        "weights the objectives conflict on most single-coordinate moves, and that direction "
+        "is often the only one that raises all of them at once.",
+        "",
+        "The watch-time objective is a tower trained by BCE on the soft label w / (w + tau) of "
+        "the logged watch seconds w (tau: the mean watch time of the training split, saved "
+        "in the P-score config); its AUC is measured against w >= tau. The behaviour flags do "
+        "not measure seconds (long_view is 18 s or the whole video, so a fully watched short "
+        "clip counts), which is how a behaviour-only P-score can favour short items.",
     ]
     return lines
+
+
+def baseline_fit(folder: str, seed: int) -> dict[str, Any]:
+    """The behaviour-only P-score (before the watch-time tower) on the same logs and split."""
+    logs = LoggedSessions.load(folder)
+    config = PScoreTrainConfig(
+        search_share=HELD_OUT,
+        test_share=HELD_OUT,
+        seed=seed,
+        pareto=ParetoConfig(seed=seed),
+    )
+    model_config = PScoreConfig.from_catalog(logs.catalog, objectives=BEHAVIOURS)
+    return {**fit_pscore(logs, logs.catalog, config, model_config).report, "seed": seed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads (1: the models are small and cores are shared)",
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="fit seeds (default 0 1 2; --quick 0)"
+    )
+    parser.add_argument(
+        "--users", type=int, default=None, help="logged sessions (default 12000; --quick 600)"
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the behaviour-only P-score fitted for comparison on the first seed",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    users, requests, seeds = (600, 10, (0,)) if args.quick else (12_000, 20, (0, 1))
-    command = "python -m benchmarks.pscore" + (" --quick" if args.quick else "")
+    users, requests, seeds = (600, 10, [0]) if args.quick else (12_000, 20, [0, 1, 2])
+    users, seeds = args.users or users, args.seeds or seeds
+    command = "python -m benchmarks.pscore" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         logged = simulate(
@@ -131,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for seed in seeds
         }
+        baseline = None if args.no_baseline else baseline_fit(folder, seeds[0])
     met = {seed: fit["target_met"] for seed, fit in fits.items()}
     lines = [
         "# P-score benchmark",
@@ -159,7 +226,19 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         lines += seed_table(fit) + [""]
-    lines += ["## Reading", ""] + reading(fits)
+    lines += [
+        "## Watch-time tracking (test split)",
+        "",
+        "How well each fused score orders the test split's shown items by their logged watch "
+        "seconds (Spearman rank correlation; AUC against watching longer than the median), and "
+        "by duration (Spearman).",
+        "",
+        *tracking_table(fits, baseline),
+        "",
+        "## Reading",
+        "",
+        *reading(fits),
+    ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pscore.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "pscore.json").write_text(
@@ -169,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 "logs": logged,
                 "fits": {str(seed): fit for seed, fit in fits.items()},
                 "target_met": {str(seed): ok for seed, ok in met.items()},
+                "behaviour_only_baseline": baseline,
             },
             indent=2,
             default=str,

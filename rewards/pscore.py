@@ -8,8 +8,13 @@ its own BCE, over a shared user/item representation; one fused score. Here:
 - user representation: static features, plus target attention (DIN-style) of each candidate
   item over the user's history items (short-term and positive pathways), each history item
   carrying its logged feedback;
-- one sigmoid tower per binary behaviour in `envs.spec.BEHAVIOURS`, on a shared MLP of
-  [user, attended interest, item, interest * item];
+- one sigmoid tower per objective, on a shared MLP of [user, attended interest, item,
+  interest * item]: one per binary behaviour in `envs.spec.BEHAVIOURS`, and `watch_time` (the
+  paper's view-through objective, OneRec v1's session-watch-time tower). The behaviours are
+  flags (long_view is "18 s or the whole video", so a fully watched 10 s clip counts); the
+  watch-time tower is what sees the seconds: it is trained by BCE on the soft label
+  w / (w + tau) of the logged watch seconds w, tau = `PScoreConfig.watch_time_scale` (the
+  mean watch time of the training logs), and its AUC is measured against w >= tau;
 - fusion: fused logit = sum_k w_k * sign_k * logit_k with w_k >= 0, sign_k = -1 for hate and
   +1 otherwise; P-score = sigmoid(fused logit).
 
@@ -26,6 +31,7 @@ dimensions, D model width, M shared hidden width, T tower width, K objectives, F
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -40,6 +46,8 @@ from torch import nn
 from envs.spec import BEHAVIOURS, BLANK, NUM_FEEDBACK, STATIC_CARDINALITIES, STATIC_FIELDS
 from rewards.protocol import RewardInput, RewardOutput, slate_mean
 
+# Every objective a tower can predict, in FEEDBACK_FIELDS order: watch seconds, then the flags.
+OBJECTIVES: tuple[str, ...] = ("watch_time", *BEHAVIOURS)
 # Objectives whose higher probability makes an item worse: they enter the fusion negatively.
 NEGATIVE_OBJECTIVES = frozenset({"hate"})
 # Observation keys of the history pathways the model attends over: (items, feedback).
@@ -72,7 +80,10 @@ class PScoreConfig:
     hidden_dim: int = 64  # M: the shared MLP over [user, interest, item, interest * item]
     tower_dim: int = 32  # T: one hidden layer per tower lets objectives bend differently
     duration_buckets: int = 8  # log-spaced duration buckets between 3 s and 600 s
-    objectives: tuple[str, ...] = BEHAVIOURS  # one tower each, in FEEDBACK_FIELDS order
+    objectives: tuple[str, ...] = OBJECTIVES  # one tower each, in FEEDBACK_FIELDS order
+    # tau, seconds: watch-time soft label w / (w + tau), AUC label w >= tau. None until
+    # `fit_pscore` sets it to the mean watch time of its training logs (saved in the config).
+    watch_time_scale: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -88,11 +99,18 @@ class PScoreConfig:
                 raise ValueError(f"PScoreConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.content_dim < 0:
             raise ValueError(f"PScoreConfig.content_dim must be >= 0, got {self.content_dim}")
-        unknown = [name for name in self.objectives if name not in BEHAVIOURS]
+        unknown = [name for name in self.objectives if name not in OBJECTIVES]
         if unknown or not self.objectives:
             raise ValueError(
-                f"PScoreConfig.objectives must be a non-empty subset of {BEHAVIOURS}, got "
+                f"PScoreConfig.objectives must be a non-empty subset of {OBJECTIVES}, got "
                 f"{self.objectives}"
+            )
+        if self.watch_time_scale is not None and not (
+            math.isfinite(self.watch_time_scale) and self.watch_time_scale > 0
+        ):
+            raise ValueError(
+                "PScoreConfig.watch_time_scale must be a positive number of seconds (or None "
+                f"to fit it on the training logs), got {self.watch_time_scale}"
             )
 
     @classmethod

@@ -13,7 +13,7 @@ import pytest
 from envs.logging_policies import PopularPolicy
 from envs.logs import collect_sessions
 from envs.simulator import default_catalog
-from envs.spec import BEHAVIOURS
+from rewards.pscore import OBJECTIVES
 from tests.conftest import REPO_ROOT
 
 
@@ -57,7 +57,13 @@ def test_fit_then_check_report_per_objective_auc_and_component_means(logs: Path,
     assert fitted.returncode == 0, fitted.stderr
     report = json.loads(fitted.stdout)
     for key in ("auc", "pscore_auc", "equal_weight_auc"):
-        assert set(report[key]) == set(BEHAVIOURS), key
+        assert set(report[key]) == set(OBJECTIVES), key
+    assert report["watch_time_scale"] > 0 and "watch_time" in report["auc"]
+    assert set(report["watch_time_tracking"]["pscore"]) == {
+        "spearman",
+        "auc_vs_median",
+        "duration_spearman",
+    }
     assert report["auc"]["click"] is not None and 0 <= report["auc"]["click"] <= 1
     assert (tmp_path / "pscore" / "pscore.pt").is_file()
 

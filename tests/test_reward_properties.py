@@ -37,7 +37,8 @@ from rewards import (
     slate_mean,
 )
 from rewards.oracle import ORACLE_FIELDS, item_engagement
-from rewards.pareto import fused_auc
+from rewards.pareto import fused_auc, min_norm_point
+from rewards.pscore_train import objective_labels, objective_targets
 from tests.test_reward_doubles import make_codec, single_threaded_torch  # noqa: F401
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -143,6 +144,44 @@ def test_pareto_monotonicity_of_the_fused_score(rows: int, seed: int, scale: flo
     worse_score = torch.sigmoid(fuse_logits(logits, weights, SIGNS))
     better_score = torch.sigmoid(fuse_logits(better, weights, SIGNS))
     assert (better_score >= worse_score).all()
+
+
+@SETTINGS
+@given(
+    watch=st.lists(st.floats(0.0, 1e4), min_size=1, max_size=12),
+    scale=st.floats(0.01, 1e3),
+)
+def test_watch_time_target_is_monotone_in_seconds_and_halves_at_the_scale(
+    watch: list[float], scale: float
+) -> None:
+    """The watch-time tower's soft target lies in [0, 1] and never falls as watch seconds
+    rise (more watching never teaches a lower score); its AUC label is "w >= tau", so every
+    positive's target is at least every negative's."""
+    feedback = np.zeros((len(watch), NUM_FEEDBACK), dtype=np.float32)
+    feedback[:, FEEDBACK_FIELDS.index("watch_time")] = watch
+    seconds = torch.as_tensor(feedback[:, FEEDBACK_FIELDS.index("watch_time")])
+    target = objective_targets(feedback, ("watch_time",), scale)[:, 0]
+    label = objective_labels(feedback, ("watch_time",), scale)[:, 0]
+    assert ((target >= 0) & (target <= 1)).all()
+    assert (target[seconds.argsort()].diff() >= 0).all()
+    assert label.tolist() == (seconds >= scale).tolist()
+    if label.any() and (~label).any():
+        assert target[label].min() >= target[~label].max()
+
+
+@SETTINGS
+@given(rows=st.integers(1, 6), columns=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_min_norm_point_raises_every_objective_or_is_zero(
+    rows: int, columns: int, seed: int
+) -> None:
+    """MGDA's min-norm point d of the hull of objective gradients g is a common ascent
+    direction: g . d >= |d|^2 for every g (so d != 0 raises all at first order), and it is
+    no longer than the shortest gradient."""
+    vectors = torch.as_tensor(np.random.default_rng(seed).normal(size=(rows, columns)))
+    point = min_norm_point(vectors)
+    squared = float(point @ point)
+    assert (vectors @ point >= squared - 1e-6).all()
+    assert point.norm() <= vectors.norm(dim=1).min() + 1e-9
 
 
 @SETTINGS
