@@ -11,9 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.beauty import EvaluationExamples
+from envs.beauty import EvaluationExamples, load_beauty
+from onerec_lab.commands.evaluate_offline import DEFAULT_STEPS, EvaluateOfflineArgs, split_metrics
 from tests.test_cli import run_cli
-from trainers.offline_eval import evaluate_ranker, ranks_from_scores
+from trainers.offline_eval import drop_history_items, evaluate_ranker, ranks_from_scores
 
 
 def examples(histories: list[list[int]], targets: list[int]) -> EvaluationExamples:
@@ -69,6 +70,19 @@ def test_item_lists_count_hits_and_invalid_generations() -> None:
     assert result["invalid_rate"] == pytest.approx(4 / 9)
 
 
+def test_excluding_history_drops_history_items_from_generated_lists() -> None:
+    # histories [0, 1], [3], [5, 0, 1]; targets 2, 4, 5 (user 2's target repeats its history)
+    lists = torch.tensor([[0, 2, -1], [3, 4, 1], [5, 0, 1]])
+    assert drop_history_items(lists, torch.as_tensor(EXAMPLES.histories)).tolist() == [
+        [2, -1, -1], [4, 1, -1], [-1, -1, -1]]
+
+    as_generated = evaluate_ranker(lambda h: lists, EXAMPLES, ks=(1, 3))
+    masked = evaluate_ranker(lambda h: lists, EXAMPLES, ks=(1, 3), exclude_history=True)
+    assert as_generated["recall@1"] == pytest.approx(1 / 3)  # only user 2, by its repeat
+    assert masked["recall@1"] == pytest.approx(2 / 3)  # users 0 and 1 move up; user 2 misses
+    assert masked["invalid_rate"] == as_generated["invalid_rate"] == pytest.approx(1 / 9)
+
+
 def test_short_lists_and_bad_scores_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="fewer than"):
         evaluate_ranker(lambda h: np.zeros((h.shape[0], 2), dtype=np.int64), EXAMPLES, ks=(5,))
@@ -105,8 +119,24 @@ def test_scores_and_their_sorted_lists_agree(
         assert from_scores[name] == pytest.approx(from_lists[name])
 
 
-@pytest.mark.parametrize("model", ["sasrec", "onerec"])
-def test_evaluate_offline_command_end_to_end(model: str, tmp_path) -> None:
+def test_split_metrics_rank_the_chosen_split_targets(tmp_path) -> None:
+    data = tmp_path / "two_users.txt"
+    data.write_text("1 1 2 3 4\n2 5 6 7 8\n")  # raw item i is item i - 1
+    dataset = load_beauty(data)
+    # Each user's validation target (items 2 and 6) first, then 4 other items, 5 invalid codes.
+    lists = torch.tensor([[2, 0, 1, 4, 5] + [-1] * 5, [6, 0, 1, 4, 5] + [-1] * 5])
+
+    valid = split_metrics(lambda histories: lists, dataset, "valid")
+    test = split_metrics(lambda histories: lists, dataset, "test")  # targets 3 and 7: missed
+    assert valid["recall@5"] == valid["ndcg@10"] == 1.0
+    assert test["recall@10"] == test["ndcg@10"] == 0.0
+    assert valid["invalid_rate"] == test["invalid_rate"] == 0.5
+    assert valid["users"] == test["users"] == 2
+
+
+@pytest.mark.parametrize(("model", "split"),
+                         [("sasrec", "test"), ("onerec", "test"), ("onerec", "valid")])
+def test_evaluate_offline_command_end_to_end(model: str, split: str, tmp_path) -> None:
     rng = np.random.default_rng(0)
     lines = [
         " ".join(map(str, [user, *rng.integers(1, 31, size=rng.integers(4, 9))]))
@@ -115,10 +145,20 @@ def test_evaluate_offline_command_end_to_end(model: str, tmp_path) -> None:
     data = tmp_path / "tiny_beauty.txt"
     data.write_text("\n".join(lines) + "\n")
     result = run_cli("evaluate-offline", "--data", str(data), "--model", model, "--steps", "3",
-                     "--batch-size", "8", "--codebook", "4", "--json")
+                     "--batch-size", "8", "--codebook", "4", "--split", split, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["users"] == 40 and report["steps"] == 3
+    assert report["users"] == 40 and report["steps"] == 3 and report["split"] == split
     for name in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "invalid_rate"):
         assert 0.0 <= report[name] <= 1.0
     assert report["ndcg@10"] <= report["recall@10"] and report["hardware"]
+
+
+def test_defaults_depend_on_the_model_and_bad_values_are_errors() -> None:
+    assert EvaluateOfflineArgs(data="x", model="onerec").steps == DEFAULT_STEPS["onerec"]
+    assert EvaluateOfflineArgs(data="x", model="sasrec").steps == DEFAULT_STEPS["sasrec"]
+    assert EvaluateOfflineArgs(data="x", steps=7).steps == 7
+    with pytest.raises(ValueError, match="--embedding-temperature"):
+        EvaluateOfflineArgs(data="x", embedding_temperature=0.0)
+    with pytest.raises(ValueError, match="--dropout"):
+        EvaluateOfflineArgs(data="x", dropout=1.0)

@@ -315,3 +315,12 @@ def test_config_for_names_unknown_presets_and_fields():
         config_for("tiny", layers=3)
     assert isinstance(config_for("tiny", codebook_sizes=[4, 4]).codebook_sizes, tuple)
     assert OneRecConfig().num_levels == 3
+
+
+def test_beauty_preset_is_tiny_without_moe():
+    beauty, tiny = PRESETS["beauty"], PRESETS["tiny"]
+    assert tiny.num_experts > 0 and beauty.num_experts == beauty.experts_active == 0
+    assert not beauty.moe_in_decoder
+    assert dataclasses.replace(beauty, num_experts=tiny.num_experts,
+                               experts_active=tiny.experts_active,
+                               moe_in_decoder=tiny.moe_in_decoder) == tiny

@@ -14,8 +14,10 @@ search over all items and its paper describes no masking of the history (a beam 
 history item, as a repeat purchase would), so its figures rank all items. The public
 S3-Rec/ICLRec code, the usual source of SASRec figures on this file, does mask each user's
 history items (their scores set to 0) before taking the top K; `exclude_history=True` gives
-that convention (with -inf) for score-based rankers. A masked item, including a target that
-repeats a history item, goes to the bottom of the ranking.
+that convention (with -inf) for score-based rankers, and for a generated list it drops the
+history items from the list (the rest move up, the tail is padded with BLANK; invalid_rate
+still counts the list as generated). A masked item, including a target that repeats a
+history item, goes to the bottom of the ranking.
 
 Letters used in shape comments: U users (examples), B batch, T history length, N items,
 K top-k length of a generated list.
@@ -29,6 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from envs.spec import BLANK
 from policies.interface import mask_items
 
 
@@ -78,6 +81,18 @@ def ranks_from_lists(item_lists: torch.Tensor, targets: torch.Tensor) -> torch.T
     length = item_lists.shape[1]
     first = torch.where(found, torch.arange(length)[None, :], length)  # (B, K)
     return first.min(dim=1).values  # (B,)
+
+
+def drop_history_items(item_lists: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """Each generated list without its history's items, order kept, padded with BLANK.
+
+    item_lists (B, K) int64, histories (B, H) int64 BLANK-padded -> (B, K) int64.
+    """
+    in_history = ((item_lists[:, :, None] == histories[:, None, :]) & (item_lists[:, :, None] >= 0)
+                  ).any(dim=2)  # (B, K)
+    order = torch.sort(in_history.int(), dim=1, stable=True).indices  # kept items first
+    kept = item_lists.gather(1, order)  # (B, K)
+    return kept.masked_fill(in_history.gather(1, order), BLANK)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -134,17 +149,15 @@ def evaluate_ranker(
                 exclude = batch_histories if exclude_history else None
                 ranks = ranks_from_scores(output, batch_targets, exclude)
             else:
-                if exclude_history:
-                    raise ValueError(
-                        "exclude_history applies to rankers that return scores; a generated "
-                        "item list is evaluated as generated (pass exclude_history=False)"
-                    )
                 if output.shape[1] < max(ks):
                     raise ValueError(
                         f"the ranker returned lists of {output.shape[1]} items, fewer than "
                         f"max(ks)={max(ks)}; generate at least that many (e.g. a wider beam)"
                     )
-                ranks = ranks_from_lists(output.long(), batch_targets)
+                lists = output.long()
+                if exclude_history:
+                    lists = drop_history_items(lists, batch_histories)
+                ranks = ranks_from_lists(lists, batch_targets)
                 invalid_slots += int((output < 0).sum())
                 generated_slots += output.numel()
             for name, value in metrics_from_ranks(ranks, ks).items():

@@ -79,7 +79,7 @@ RESUME_SETTINGS = ("learning_rate", "warmup_steps", "per_device_train_batch_size
 class PretrainConfig:
     """Hyper-parameters of `pretrain` (names as in TRL / transformers where they exist)."""
 
-    learning_rate: float = 1e-3  # AdamW peak step size (what evaluate-offline trains OneRec with)
+    learning_rate: float = 1e-3  # AdamW peak step size (evaluate-offline uses 2e-3 on Beauty)
     warmup_steps: int = 20  # linear warm-up steps: 10% of the default max_steps
     max_steps: int = 200  # optimizer steps of the whole run, counted from step 0 when resuming
     per_device_train_batch_size: int = 64  # examples per step and process (global: x world size)

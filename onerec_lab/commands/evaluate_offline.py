@@ -3,7 +3,14 @@
 Leave-one-out (each user's last item is the target, the second last is held out for
 validation, the rest trains), histories of at most 20 items, full ranking over all items,
 Recall@5/10 and NDCG@5/10 (`trainers.offline_eval`). The budget used (optimiser steps, wall
-time, hardware) is part of the result: a figure means little without it.
+time, hardware) is part of the result: a figure means little without it. `--split valid`
+ranks the validation targets instead (tune there, report test once).
+
+The OneRec defaults are the setting tuned on Beauty's validation split
+(`benchmarks/results/beauty.md`, `beauty_sweep.md`): item embeddings at InfoNCE temperature
+0.2, 3 x 256 RQ-Kmeans codes, the dense `beauty` preset, 12,000 steps of 128 examples in
+batches of one history length, beam 20. `--exclude-history` drops each user's history items
+from SASRec's scores or from OneRec's beams (the S3-Rec code's convention).
 """
 
 from __future__ import annotations
@@ -30,10 +37,15 @@ from policies.sasrec import SASRecConfig, train_sasrec
 from policies.tokenizer import build_semantic_ids
 from trainers.offline_eval import Ranker, evaluate_ranker
 from trainers.pretrain import PretrainConfig, pretrain
-from trainers.pretrain_data import HistoryExamples
+from trainers.pretrain_data import HistoryExamples, LengthGroupedHistoryExamples
 
 KS = (5, 10)  # TIGER reports Recall and NDCG at 5 and 10
-ONEREC_LEARNING_RATE = 1e-3  # AdamW peak step of OneRec's next-token training (PretrainConfig's)
+ONEREC_LEARNING_RATE = 2e-3  # AdamW peak step of OneRec (1e-3: valid Recall@10 0.0726 against
+# 0.0715 at 3,000 steps, within noise; beauty_sweep.md)
+ONEREC_WARMUP_STEPS = 20  # linear warm-up of OneRec's learning rate (at most a tenth of the steps)
+# Optimiser steps when --steps is not given. OneRec (batch 128): valid Recall@10 0.0715 at
+# 3,000 steps, 0.0817 at 12,000 (benchmarks/results/beauty*.md); SASRec: SASRecConfig's 2,000.
+DEFAULT_STEPS = {"onerec": 12_000, "sasrec": SASRecConfig.steps}
 
 
 @dataclass(frozen=True)
@@ -42,31 +54,40 @@ class EvaluateOfflineArgs:
 
     data: str  # a Beauty.txt-format file: one line per user, "user_id item_id ...", oldest first
     model: Literal["onerec", "sasrec"] = "onerec"  # semantic-ID OneRec or item-id SASRec
-    preset: str = "tiny"  # OneRec size preset (policies.config.PRESETS); SASRec has one size
-    steps: int = 300  # optimiser steps of training (SASRec: an epoch of Beauty is ~180 steps)
-    seed: int = 0  # seeds initialisation, batch order and dropout
-    batch_size: int = 128  # training examples per optimiser step
+    split: Literal["valid", "test"] = "test"  # rank the validation or the test targets
+    preset: str = "beauty"  # OneRec size preset (policies.config.PRESETS); SASRec has one size
+    steps: int | None = None  # optimiser steps; default OneRec 12,000, SASRec 2,000 (~11 epochs)
+    seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
+    batch_size: int = 128  # training examples (SASRec: windows) per optimiser step
     beam: int = 20  # OneRec beam width; must be >= 10 to fill a top-10 list
     codebook: int = 256  # OneRec codes per level, 3 levels (TIGER's 3 x 256 on Beauty)
-    learning_rate: float | None = None  # AdamW step; default SASRec 3e-3, OneRec 1e-3
-    exclude_history: bool = False  # SASRec only: mask history items, as the S3-Rec code does
+    balanced: bool = False  # OneRec: balanced RQ-Kmeans (OneRec v1); Beauty valid 0.0696 < 0.0715
+    embedding_temperature: float = 0.2  # OneRec item-embedding InfoNCE temperature; 0.2 gave
+    # the best codes on Beauty (valid Recall@10 0.0715, vs 0.0522 at 0.07 and 0.0637 at 0.5)
+    group_by_length: bool = True  # OneRec: batches of one history length (~2x faster steps)
+    dropout: float = 0.0  # OneRec dropout while training (0.1: valid 0.0680 < 0.0715 at 3,000)
+    learning_rate: float | None = None  # AdamW step; default SASRec 3e-3, OneRec 2e-3
+    exclude_history: bool = False  # drop history items from the ranking (the S3-Rec code's rule)
     json: bool = False  # print one JSON object instead of a table
 
     def __post_init__(self) -> None:
+        if self.steps is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS[self.model])
         for name in ("steps", "batch_size", "codebook"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.embedding_temperature <= 0:
+            raise ValueError(
+                f"--embedding-temperature must be > 0, got {self.embedding_temperature}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.beam < max(KS):
             raise ValueError(
                 f"--beam must be >= {max(KS)} to fill a top-{max(KS)} list, got {self.beam}"
-            )
-        if self.exclude_history and self.model == "onerec":
-            raise ValueError(
-                "--exclude-history applies to --model sasrec (a score over every item); "
-                "OneRec's beam search is evaluated as generated, as in TIGER"
             )
 
 
@@ -122,22 +143,23 @@ def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
     """Semantic IDs from the training sequences, then OneRec trained by next-token prediction
     on (history -> next item) pairs; it ranks by trie-constrained beam search."""
     pairs = consecutive_pairs(dataset.train_sequences)
-    embeddings = train_item_embeddings(
-        dataset.num_items, pairs, ItemEmbeddingConfig(seed=args.seed)
-    )
-    quantizer = RQKMeansConfig(codebook_sizes=(args.codebook,) * 3, seed=args.seed)
+    embedding_config = ItemEmbeddingConfig(temperature=args.embedding_temperature, seed=args.seed)
+    embeddings = train_item_embeddings(dataset.num_items, pairs, embedding_config)
+    quantizer = RQKMeansConfig(codebook_sizes=(args.codebook,) * 3, balanced=args.balanced,
+                               seed=args.seed)
     codec = build_semantic_ids(embeddings, quantizer).codec
     config = config_for(args.preset, num_items=dataset.num_items,
-                        codebook_sizes=codec.codebook_sizes)
+                        codebook_sizes=codec.codebook_sizes, dropout=args.dropout)
     policy = build_policy(config, seed=args.seed)
     policy.set_item_codes(codec.item_codes)
     histories, targets = next_item_examples(dataset.train_sequences, max_history=20)
     training = PretrainConfig(
         learning_rate=args.learning_rate or ONEREC_LEARNING_RATE, max_steps=args.steps,
-        warmup_steps=min(20, args.steps // 10), per_device_train_batch_size=args.batch_size,
-        seed=args.seed, progress=False,
+        warmup_steps=min(ONEREC_WARMUP_STEPS, args.steps // 10),
+        per_device_train_batch_size=args.batch_size, seed=args.seed, progress=False,
     )
-    result = pretrain(policy, HistoryExamples(histories, targets, dataset.num_items), training)
+    source = LengthGroupedHistoryExamples if args.group_by_length else HistoryExamples
+    result = pretrain(policy, source(histories, targets, dataset.num_items), training)
     policy.eval()
     device = next(policy.parameters()).device
     constraint = policy.codec.to(device)
@@ -147,25 +169,42 @@ def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
         return beam_search(policy, context, args.beam, constraint).items.cpu()  # (B, beam)
 
     details = {"codebook_sizes": list(codec.codebook_sizes), "preset": args.preset,
-               "training_pairs": len(targets)}
+               "beam": args.beam, "training_pairs": len(targets),
+               "parameters": sum(p.numel() for p in policy.parameters())}
     return TrainedRanker(ranker, result.final_loss, details)
 
 
-def run(args: EvaluateOfflineArgs) -> dict[str, Any]:
-    """Train the chosen model on the training part of `args.data` and rank the test targets."""
-    dataset = load_beauty(args.data, max_history=20)
+def train_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> TrainedRanker:
+    """Train `args.model` on `dataset.train_sequences` (the same for both splits)."""
     train = train_onerec_ranker if args.model == "onerec" else train_sasrec_ranker
-    start = time.perf_counter()
-    trained = train(dataset, args)
-    train_seconds = time.perf_counter() - start
-    metrics = evaluate_ranker(
-        trained.ranker, dataset.test, ks=KS, exclude_history=args.exclude_history
-    )
+    return train(dataset, args)
+
+
+def split_metrics(
+    ranker: Ranker, dataset: SequenceDataset, split: Literal["valid", "test"],
+    exclude_history: bool = False,
+) -> dict[str, float]:
+    """Recall@5/10, NDCG@5/10, the invalid rate and the user count on one split's targets."""
+    held_out = dataset.valid if split == "valid" else dataset.test
+    metrics = evaluate_ranker(ranker, held_out, ks=KS, exclude_history=exclude_history)
     return {
-        "model": args.model,
         **{f"{name}@{k}": metrics[f"{name}@{k}"] for k in KS for name in ("recall", "ndcg")},
         "invalid_rate": metrics["invalid_rate"],
         "users": metrics["users"],
+    }
+
+
+def run(args: EvaluateOfflineArgs) -> dict[str, Any]:
+    """Train the chosen model on the training part of `args.data` and rank the held-out
+    targets of `args.split`."""
+    dataset = load_beauty(args.data, max_history=20)
+    start = time.perf_counter()
+    trained = train_ranker(dataset, args)
+    train_seconds = time.perf_counter() - start
+    return {
+        "model": args.model,
+        "split": args.split,
+        **split_metrics(trained.ranker, dataset, args.split, args.exclude_history),
         "items": dataset.num_items,
         "exclude_history": args.exclude_history,
         "steps": args.steps,

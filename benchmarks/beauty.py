@@ -1,0 +1,303 @@
+"""Amazon Beauty with TIGER's protocol: OneRec (semantic IDs) and SASRec (item ids) against TIGER.
+
+    python -m benchmarks.beauty [--onerec-steps N] [--sasrec-steps N] [--seed S]
+    python -m benchmarks.beauty --sweep-steps 3000
+
+Writes benchmarks/results/beauty.md and beauty.json (or `--results-dir`); with
+`--sweep-steps`, instead beauty_sweep.md and .json: OneRec variants (SWEEP) on validation.
+
+Each model trains once, as `onerec-lab evaluate-offline` trains it with its defaults (the OneRec setting tuned
+on the validation split), on the training sequences (every user's items but the last two).
+That one model then ranks both held-out targets: the validation targets (each user's second
+last item; the split the settings were chosen on) and the test targets (the last item; the
+figure compared with TIGER). Both splits share the training data, so a validation figure is
+the tuning measure of the very model whose test figure is reported.
+
+Protocol (`trainers.offline_eval`): full ranking over all 12,101 items, histories of at most
+20 items, Recall and NDCG at 5 and 10. Both models are shown two ways: ranking all items,
+and with each user's history items masked (the S3-Rec code's convention, where SASRec's
+published Beauty figures come from). OneRec's top 10 is its trie-constrained beam search,
+as generated (TIGER describes no masking) or with history items dropped from its beams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.beauty import SequenceDataset, load_beauty
+from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from onerec_lab.commands.evaluate_offline import (
+    DEFAULT_STEPS,
+    ONEREC_LEARNING_RATE,
+    EvaluateOfflineArgs,
+    hardware_description,
+    split_metrics,
+    train_ranker,
+)
+from policies.sasrec import SASRecConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-beauty" / "Beauty.txt"
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+# TIGER (Rajput et al., NeurIPS 2023), Amazon Beauty test split, as issue #4 quotes them.
+PUBLISHED = {
+    "TIGER (paper)": (0.0454, 0.0321, 0.0648, 0.0384),
+}
+TIGER = dict(zip(METRICS, PUBLISHED["TIGER (paper)"], strict=True))
+TIGER_EXAMPLES = 200_000 * 256  # TIGER's Beauty training as we recall it (200k steps of 256)
+# The validation sweep behind the defaults: each variant changes one setting of the chosen
+# one (evaluate-offline's defaults) and is ranked on the validation targets only.
+SWEEP: dict[str, dict[str, Any]] = {
+    "chosen (defaults)": {},
+    "InfoNCE temperature 0.07": {"embedding_temperature": 0.07},
+    "InfoNCE temperature 0.5": {"embedding_temperature": 0.5},
+    "balanced RQ-Kmeans": {"balanced": True},
+    "learning rate 1e-3": {"learning_rate": 1e-3},
+    "dropout 0.1 (TIGER's)": {"dropout": 0.1},
+}
+
+
+@dataclass
+class BeautyBenchArgs:
+    """Arguments of the Amazon Beauty benchmark."""
+
+    data: str = str(BEAUTY)  # Beauty.txt (one line per user: user id, then item ids in order)
+    onerec_steps: int | None = None  # OneRec optimiser steps; None = evaluate-offline's 12,000
+    sasrec_steps: int | None = None  # SASRec optimiser steps; None = evaluate-offline's 2,000
+    seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
+    codebook: int = 256  # OneRec codes per level (TIGER's 3 x 256; smaller for smoke tests)
+    threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
+    sweep_steps: int = 0  # > 0: instead, the validation sweep (SWEEP) at this many steps
+    results_dir: str = str(RESULTS)  # where beauty[_sweep].md and .json go
+
+    def __post_init__(self) -> None:
+        for name in ("onerec_steps", "sasrec_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.sweep_steps < 0:
+            raise ValueError(f"--sweep-steps must be >= 0 (0: no sweep), got {self.sweep_steps}")
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(model: str, steps: int | None, dataset: SequenceDataset, args: BeautyBenchArgs
+            ) -> dict[str, Any]:
+    """Train `model` once with evaluate-offline's defaults; rank validation and test."""
+    settings = EvaluateOfflineArgs(data=args.data, model=model, steps=steps, seed=args.seed,
+                                   codebook=args.codebook)
+    default_learning_rate = (ONEREC_LEARNING_RATE if model == "onerec"
+                             else SASRecConfig.learning_rate)
+    progress(f"{model}: training {settings.steps:,} steps")
+    start = time.perf_counter()
+    trained = train_ranker(dataset, settings)
+    train_seconds = time.perf_counter() - start
+    row: dict[str, Any] = {
+        "model": model, "steps": settings.steps, "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate or default_learning_rate, "items": dataset.num_items,
+        "final_loss": trained.final_loss,
+        **trained.details, "train_seconds": round(train_seconds, 1),
+    }
+    for split in ("valid", "test"):
+        for exclude_history in (False, True):
+            progress(f"{model}: ranking the {split} targets"
+                     + (" (history masked)" if exclude_history else ""))
+            started = time.perf_counter()
+            name = split + ("_history_masked" if exclude_history else "")
+            row[name] = split_metrics(trained.ranker, dataset, split, exclude_history)
+            row[name]["seconds"] = round(time.perf_counter() - started, 1)
+    if model == "onerec":
+        row["settings"] = {field: getattr(settings, field) for field in (
+            "preset", "beam", "codebook", "balanced", "embedding_temperature",
+            "group_by_length", "dropout")}
+    return row
+
+
+def sweep(dataset: SequenceDataset, args: BeautyBenchArgs) -> list[dict[str, Any]]:
+    """Each SWEEP variant of OneRec trained for `args.sweep_steps` steps, ranked on the
+    validation targets (the test targets stay unseen)."""
+    rows = []
+    for name, overrides in SWEEP.items():
+        settings = EvaluateOfflineArgs(data=args.data, model="onerec", steps=args.sweep_steps,
+                                       seed=args.seed, codebook=args.codebook, **overrides)
+        progress(f"sweep: {name}, {settings.steps:,} steps")
+        start = time.perf_counter()
+        trained = train_ranker(dataset, settings)
+        rows.append({"variant": name, "overrides": overrides, "steps": settings.steps,
+                     "final_loss": trained.final_loss,
+                     "train_seconds": round(time.perf_counter() - start, 1),
+                     "valid": split_metrics(trained.ranker, dataset, "valid")})
+    return rows
+
+
+def sweep_report(command: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown of beauty_sweep.md."""
+    return [
+        "# Amazon Beauty: OneRec validation sweep", "", f"Command: `{command}`", "",
+        f"Machine: {hardware_description()}, Python {platform.python_version()}.", "",
+        "Each variant changes one setting of `onerec-lab evaluate-offline`'s OneRec defaults "
+        "and is ranked on the validation targets only (each user's second last item).", "",
+        "| variant | steps | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | final loss "
+        "| train wall time |", "|---|---|---|---|---|---|---|---|",
+        *(f"| {row['variant']} | {row['steps']:,} | {metric_cells(row['valid'])} "
+          f"| {row['final_loss']:.3f} | {row['train_seconds'] / 60:.1f} min |" for row in rows),
+    ]
+
+
+def verdict(metrics: dict[str, float]) -> str:
+    """Whether Recall@10 and NDCG@10 are both above TIGER's."""
+    above = all(metrics[name] > TIGER[name] for name in ("recall@10", "ndcg@10"))
+    return (f"Recall@10 {metrics['recall@10']:.4f}, NDCG@10 {metrics['ndcg@10']:.4f}: "
+            + ("above" if above else "NOT above") + " TIGER's 0.0648 and 0.0384")
+
+
+def metric_cells(values: dict[str, float] | tuple[float, ...]) -> str:
+    numbers = values if isinstance(values, tuple) else tuple(values[name] for name in METRICS)
+    return " | ".join(f"{value:.4f}" for value in numbers)
+
+
+def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float]) -> list[str]:
+    """The markdown of beauty.md."""
+    onerec = next(row for row in rows if row["model"] == "onerec")
+    sasrec = next(row for row in rows if row["model"] == "sasrec")
+    variants = (  # (label, row, key of its metrics without the split)
+        ("**OneRec, semantic IDs (ours), as generated**", onerec, ""),
+        ("OneRec, semantic IDs (ours), history items dropped from the beam", onerec,
+         "_history_masked"),
+        ("SASRec, item ids (ours), all items ranked", sasrec, ""),
+        ("SASRec, item ids (ours), history masked", sasrec, "_history_masked"),
+    )
+    settings = onerec["settings"]
+    lines = [
+        "# Amazon Beauty (TIGER's protocol)", "", f"Command: `{command}`", "",
+        f"Machine: {hardware_description()}, Python {platform.python_version()}; "
+        f"{os.cpu_count()} cores shared with other jobs (load average {load[0]:.1f} at the "
+        f"start, {load[1]:.1f} at the end).", "",
+        "Protocol: leave-one-out (test target = each user's last item, validation target = "
+        "the second last, training = the rest), histories of at most 20 items, each of the "
+        f"{onerec['test']['users']:,} users' target ranked among all {onerec['items']:,} items. "
+        "OneRec's top 10 is its trie-constrained beam search, as generated (TIGER describes no "
+        f"masking) or with the user's history items dropped from its {settings['beam']} beams; "
+        "SASRec scores every item, with or without the history items masked (the S3-Rec "
+        "code's rule, which SASRec's published Beauty figures follow).", "",
+        "## Test split", "",
+        "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | steps | train wall time |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {name} | {metric_cells(values)} | | |" for name, values in PUBLISHED.items()),
+        *(f"| {label} | {metric_cells(row['test' + key])} | {row['steps']:,} "
+          f"| {row['train_seconds'] / 60:.1f} min |" for label, row, key in variants),
+        "",
+        *(f"- OneRec {how} on the test split: {verdict(onerec['test' + key])}; invalid "
+          f"generations {onerec['test' + key]['invalid_rate']:.4f}." for how, key in (
+              ("as generated", ""), ("with history items dropped", "_history_masked"))),
+        "",
+        "## Validation split (the same trained models)", "",
+        "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |", "|---|---|---|---|---|",
+        *(f"| {label} | {metric_cells(row['valid' + key])} |" for label, row, key in variants),
+        "",
+        "## Budget and settings", "",
+        f"- OneRec: {onerec['parameters']:,} parameters (preset `{settings['preset']}`: the "
+        "`tiny` shape without MoE), codes "
+        f"{' x '.join(map(str, onerec['codebook_sizes']))} (RQ-Kmeans"
+        f"{', balanced' if settings['balanced'] else ''} on item embeddings trained by InfoNCE "
+        f"at temperature {settings['embedding_temperature']} on consecutive training pairs; "
+        "the last level only tells colliding items apart), "
+        f"{onerec['training_pairs']:,} (history, next item) training pairs, "
+        f"{onerec['steps']:,} AdamW steps of {onerec['batch_size']} "
+        f"{'(one history length per batch)' if settings['group_by_length'] else ''}, "
+        f"dropout {settings['dropout']}, beam {settings['beam']}. Wall time {onerec['train_seconds']:.0f} s for embeddings, "
+        f"codes and training; ranking the test split {onerec['test']['seconds']:.0f} s. "
+        f"Final training loss {onerec['final_loss']:.3f}.",
+        f"- SASRec: {sasrec['steps']:,} steps of {sasrec['batch_size']} windows, "
+        f"width {sasrec['width']}, {sasrec['layers']} layers, {sasrec['negatives']} sampled "
+        f"negatives; {sasrec['train_seconds']:.0f} s.",
+        "- The OneRec settings (InfoNCE temperature 0.2, plain RQ-Kmeans, learning rate 2e-3, "
+        "the dense preset, 12,000 steps) were chosen on the validation split; the validation "
+        "figures above are those of the reported model. The variants against which they were "
+        "chosen: `python -m benchmarks.beauty --sweep-steps 3000` (beauty_sweep.md).",
+    ]
+    if not all(onerec["test"][name] > TIGER[name] for name in ("recall@10", "ndcg@10")):
+        lines += ["", *shortfall(onerec, sasrec)]
+    return lines
+
+
+def shortfall(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:
+    """What we think separates this OneRec run from TIGER's figures."""
+    def drop(row: dict[str, Any]) -> float:
+        return 1 - row["test"]["recall@10"] / row["valid"]["recall@10"]
+
+    return [
+        "## Why OneRec is below TIGER here (our reading)", "",
+        f"- Budget: {onerec['steps']:,} steps of {onerec['batch_size']} examples "
+        f"({onerec['steps'] * onerec['batch_size'] / onerec['training_pairs']:.0f} epochs) of a "
+        f"{onerec['parameters'] / 1e6:.2f} M-parameter model on one shared CPU thread; TIGER's "
+        "paper (as we recall it; not re-checked here) trains a ~13 M-parameter T5 (4 + 4 layers, d = 128, dropout 0.1) for 200k steps "
+        f"of 256 on Beauty, {TIGER_EXAMPLES / (onerec['steps'] * onerec['batch_size']):.0f} "
+        "times as many examples. Validation Recall@10 was still rising with steps "
+        f"(beauty_sweep.md's 3,000-step figure against {onerec['valid']['recall@10']:.4f} "
+        f"at {onerec['steps']:,}).",
+        "- Semantic IDs: TIGER quantises Sentence-T5 embeddings of each item's text (title, "
+        "brand, category, price). Beauty.txt carries no item text, so our codes come from "
+        "collaborative embeddings of consecutive training pairs; items rare in training get "
+        "poorly placed codes.",
+        f"- Validation to test: Recall@10 drops by {drop(onerec):.0%} for OneRec against "
+        f"{drop(sasrec):.0%} for SASRec on the same split, so the 12,000-step setting chosen "
+        "on validation generalises less well to the later test target than SASRec does.",
+        "- Dropout 0.1 (TIGER's) lowered validation Recall@10 at 3,000 steps (beauty_sweep.md) "
+        "and did not raise it at 12,000 (0.0809 against 0.0817: `onerec-lab evaluate-offline "
+        "--data Beauty.txt --split valid --dropout 0.1`, measured apart from this run).",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_dataclass_arguments(parser, BeautyBenchArgs)
+    args = build_from_namespace(BeautyBenchArgs, parser.parse_args(argv))
+    torch.set_num_threads(args.threads)
+    command = "python -m benchmarks.beauty " + shlex.join(sys.argv[1:] if argv is None else argv)
+    dataset = load_beauty(args.data, max_history=20)
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    if args.sweep_steps:
+        rows = sweep(dataset, args)
+        lines = sweep_report(command.strip(), rows)
+        (results / "beauty_sweep.md").write_text("\n".join(lines) + "\n")
+        (results / "beauty_sweep.json").write_text(json.dumps({
+            "command": command.strip(), "hardware": hardware_description(), "results": rows,
+        }, indent=2))
+        print("\n".join(lines))
+        return 0
+    load_start = os.getloadavg()[0]
+    rows = [measure("onerec", args.onerec_steps, dataset, args),
+            measure("sasrec", args.sasrec_steps, dataset, args)]
+    lines = report(command.strip(), rows, (load_start, os.getloadavg()[0]))
+    (results / "beauty.md").write_text("\n".join(lines) + "\n")
+    (results / "beauty.json").write_text(json.dumps({
+        "command": command.strip(), "hardware": hardware_description(),
+        "arguments": dataclasses.asdict(args), "default_steps": DEFAULT_STEPS,
+        "published": {name: dict(zip(METRICS, values, strict=True))
+                      for name, values in PUBLISHED.items()},
+        "results": rows,
+    }, indent=2, default=str))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
