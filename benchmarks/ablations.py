@@ -56,9 +56,9 @@ class AblationPreset:
 
 
 PRESETS = {
-    "full": AblationPreset(steps=40, users=8, generations=32, group_sizes=(8, 32, 128, 512),
+    "full": AblationPreset(steps=30, users=8, generations=32, group_sizes=(8, 32, 128, 512),
                            learning_rate=3e-4, seeds=(0, 1), pass_ks=(10, 32, 128, 512),
-                           pass_users=50),
+                           pass_users=30),
     "smoke": AblationPreset(steps=2, users=2, generations=8, group_sizes=(4, 8),
                             learning_rate=3e-4, seeds=(0,), pass_ks=(10, 16), pass_users=4),
 }

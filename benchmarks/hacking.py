@@ -56,7 +56,7 @@ class HackingPreset:
 
 PRESETS = {
     "full": HackingPreset(little_users=60, much_users=3000, log_requests=10, pscore_epochs=4,
-                          steps=80, users=16, generations=16, learning_rate=3e-4,
+                          steps=60, users=16, generations=16, learning_rate=3e-4,
                           seeds=(0, 1)),
     "smoke": HackingPreset(little_users=10, much_users=40, log_requests=3, pscore_epochs=1,
                            steps=2, users=4, generations=8, learning_rate=3e-4, seeds=(0,)),
