@@ -37,6 +37,7 @@ from rewards import ParetoConfig, PScoreTrainConfig, fit_pscore
 RESULTS = Path(__file__).resolve().parent / "results"
 REWARD = "pscore + 0.5*format"
 LOG_SEED = 5_000_000  # first user seed of the proxies' logs: apart from the world's users
+START_STEPS = 5  # the plot's curves are relative to the mean of the first steps
 
 
 @dataclass(frozen=True)
@@ -176,14 +177,17 @@ def _plot(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
         proxy = np.asarray([h["rewards/pscore"] for h in history])
         truth = np.asarray([h["charts/true_watch_time"] for h in history])
         style = "-" if name.endswith("seed 0") else "--"
-        axes[0].plot(steps, _smooth(list(proxy / proxy[0])), style, color=colour, label=name)
-        axes[1].plot(steps, _smooth(list(truth / truth[0])), style, color=colour, label=name)
-    axes[0].set_title("proxy: the run's own P-score of its rollouts (relative to step 1)")
-    axes[1].set_title("truth: expected watch time of the same rollouts (relative to step 1)")
+        start = slice(0, START_STEPS)  # each step has new users: one step is a noisy anchor
+        axes[0].plot(steps, _smooth(list(proxy / proxy[start].mean())), style, color=colour,
+                     label=name)
+        axes[1].plot(steps, _smooth(list(truth / truth[start].mean())), style, color=colour,
+                     label=name)
+    axes[0].set_title("proxy: the run's own P-score of its rollouts")
+    axes[1].set_title("truth: expected watch time of the same rollouts")
     for axis in axes:
         axis.axhline(1.0, color="grey", linewidth=0.8)
         axis.set_xlabel("ECPO step")
-        axis.set_ylabel("ratio to step 1 (5-step moving mean)")
+        axis.set_ylabel(f"ratio to the first {START_STEPS} steps' mean (5-step moving mean)")
     axes[1].legend(fontsize=8)
     figure.suptitle("Reward hacking: a proxy fitted on little data against one fitted on much")
     figure.tight_layout()
