@@ -391,7 +391,8 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         f"co-training weight {result['settings']['ntp_weight']}, a format term as a plain "
         "reward term (the row \"format rule\" uses the report's rule instead: K = "
         f"{result['settings']['format_selection_k']} random samples per group, legal ones get "
-        "the format weight as advantage, illegal ones are dropped). SB3 PPO: {preset['ppo_timesteps']} requests over 50 retrieved "
+        "the format weight as advantage, illegal ones are dropped). SB3 PPO: "
+        f"{preset['ppo_timesteps']} requests over 50 retrieved "
         "candidates. Evaluation: the same "
         f"{preset['eval_users']} simulated users for every policy, at most "
         f"{preset['eval_requests']} requests per session, OneRec served by unconstrained beam "
@@ -431,6 +432,10 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         "![curves](alignment_curves" + suffix + ".png)",
         "",
         "## ECPO against GRPO at a large learning rate",
+        "",
+        "In the matrix GRPO and ECPO rows are identical: with one update per rollout and the "
+        "on-policy reference every ratio is exactly 1, where the two losses (and their "
+        "gradients) coincide; they part only when the ratio leaves 1, as here.",
         "",
         f"lr {preset['stability_learning_rate']}, {preset['stability_iterations']} updates per "
         f"rollout, {preset['stability_steps']} steps, no gradient clipping, seed 0, reward "
