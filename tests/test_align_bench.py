@@ -16,6 +16,8 @@ from benchmarks.ablations import run as run_ablations
 from benchmarks.alignment import METHODS, REWARDS
 from benchmarks.hacking import HackingBenchArgs
 from benchmarks.hacking import run as run_hacking
+from benchmarks.legality import LegalityBenchArgs
+from benchmarks.legality import run as run_legality
 from tests.conftest import REPO_ROOT
 
 
@@ -71,3 +73,18 @@ def test_the_smoke_ablations_cover_every_part(smoke_alignment) -> None:
     assert set(result["pass_at_k"]) == {"pre-trained", "ECPO"}
     text = (root / "results" / "ablations_smoke.md").read_text()
     assert "## Pass@K" in text and "| G = 4 |" in text
+
+
+@pytest.mark.heavy
+def test_the_smoke_legality_study_covers_format_and_extreme_steps(smoke_alignment) -> None:
+    root, _ = smoke_alignment
+    result = run_legality(LegalityBenchArgs(preset="smoke", work=str(root / "work"),
+                                            results=str(root / "results")))
+    table = result["table"]
+    assert {"ecpo on pscore, ntp 0.1", "ecpo on pscore+format, ntp 1.0",
+            "grpo, extreme step", "ecpo, extreme step"} <= set(table)
+    for figures in table.values():
+        assert 0 <= figures["legality"]["mean"] <= 1
+    # ECPO's early clip caps the ratio it differentiates at 1 + epsilon + delta.
+    assert table["ecpo, extreme step"]["ratio_max"]["max"] <= 1.3 + 1e-4
+    assert (root / "results" / "legality_smoke.png").is_file()

@@ -1,0 +1,223 @@
+"""Legality and stability under pressure: the format reward, next-token co-training, and
+ECPO's early clip at a learning rate where the ratio runs away.
+
+    python -m benchmarks.legality [--preset full|smoke] [--workers N]
+
+From the alignment study's world and pre-trained checkpoint (`benchmarks.study`), over seeds:
+
+1. ECPO on "pscore" and on "pscore + 0.5*format", each with next-token co-training weight 1.0
+   (the lab's default) and 0.1 (weak): does the policy keep generating real items under
+   unconstrained decoding? (The report: without the format reward legality fell below 50%.)
+2. GRPO against ECPO at an extreme step (lr `extreme_learning_rate`, `extreme_iterations`
+   updates per rollout, no gradient clipping, weak co-training): GRPO's ratio on negative
+   advantages is unbounded, ECPO's is capped at 1 + epsilon + delta.
+
+Writes `legality<suffix>.md`, `.json` and `.png` under `--results`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
+from benchmarks.alignment import REWARDS, Task, _perform, _rl_settings, _spread, _start_worker
+from benchmarks.study import build_world
+from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NTP_WEIGHTS = (1.0, 0.1)  # the lab's default co-training, and a weak one
+
+
+@dataclass(frozen=True)
+class LegalityPreset:
+    """Sizes of one run of the study (the world is the alignment study's)."""
+
+    seeds: tuple[int, ...]  # training seeds of every variant
+    extreme_learning_rate: float  # the stability part's step size
+    extreme_iterations: int  # its updates per rollout
+    extreme_steps: int  # its RL steps
+
+
+PRESETS = {
+    "full": LegalityPreset(seeds=(0, 1, 2), extreme_learning_rate=1e-2, extreme_iterations=8,
+                           extreme_steps=20),
+    "smoke": LegalityPreset(seeds=(0,), extreme_learning_rate=1e-2, extreme_iterations=2,
+                            extreme_steps=2),
+}
+
+
+@dataclass
+class LegalityBenchArgs:
+    """Arguments of `python -m benchmarks.legality`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds
+    work: str = "runs/studies"  # cache of the study world (shared with benchmarks.alignment)
+    results: str = str(RESULTS)  # where legality*.md / .json / .png are written
+    workers: int = 1  # processes training the runs side by side (one torch thread each)
+    json: bool = False  # print the summary as one JSON object
+
+
+def _tasks(alignment: Any, preset: LegalityPreset) -> list[Task]:
+    tasks = []
+    for reward in ("pscore", "pscore+format"):
+        for ntp in NTP_WEIGHTS:
+            for seed in preset.seeds:
+                tasks.append(Task(f"ecpo on {reward}, ntp {ntp}", f"{reward} ntp {ntp} {seed}",
+                                  "online", "ecpo", REWARDS[reward], seed,
+                                  _rl_settings(alignment, ntp_weight=ntp)))
+    for loss_type in ("grpo", "ecpo"):
+        for seed in preset.seeds:
+            tasks.append(Task(f"{loss_type}, extreme step", f"{loss_type} extreme {seed}",
+                              "online", loss_type, REWARDS["pscore+format"], seed, _rl_settings(
+                                  alignment, learning_rate=preset.extreme_learning_rate,
+                                  num_iterations=preset.extreme_iterations,
+                                  max_steps=preset.extreme_steps, max_grad_norm=0.0,
+                                  ntp_weight=0.1)))
+    return tasks
+
+
+def run(args: LegalityBenchArgs) -> dict[str, Any]:
+    started = time.perf_counter()
+    torch.set_num_threads(1)
+    preset = PRESETS[args.preset]
+    alignment = ALIGNMENT_PRESETS[args.preset]
+    world = build_world(alignment.world, Path(args.work) / args.preset / "world")
+    tasks = _tasks(alignment, preset)
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker,
+                                 initargs=(str(world), alignment.eval_users,
+                                           alignment.eval_requests)) as pool:
+            outcomes = list(pool.map(_perform, tasks))
+    else:
+        _start_worker(str(world), alignment.eval_users, alignment.eval_requests)
+        outcomes = [_perform(task) for task in tasks]
+    cells: dict[str, dict[str, Any]] = {}
+    for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
+        cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
+        cell["runs"].append(evaluation)
+        cell["curves"].append(history)
+    table = {}
+    for name, cell in cells.items():
+        curves = cell["curves"]
+        table[name] = {
+            "true_watch_time": _spread([r["true_watch_time"] for r in cell["runs"]]),
+            "legality": _spread([r["legality"] for r in cell["runs"]]),
+            "lowest_rollout_legality": _spread([min(h["charts/legality"] for h in c)
+                                                for c in curves]),
+            "ratio_max": _spread([max(h["charts/ratio_max"] for h in c) for c in curves]),
+            "grad_norm_max": _spread([max(h["charts/grad_norm"] for h in c) for c in curves]),
+        }
+    result = {
+        "command": f"python -m benchmarks.legality --preset {args.preset}"
+                   + (f" --workers {args.workers}" if args.workers > 1 else ""),
+        "preset": asdict(preset),
+        "rl": _rl_settings(alignment),
+        "table": table,
+        "curves": {name: cell["curves"] for name, cell in cells.items()},
+        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
+                   f"{torch.__version__}, 1 thread per worker",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.preset == "full" else f"_{args.preset}"
+    (results / f"legality{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    _plot(result, results / f"legality{suffix}.png")
+    (results / f"legality{suffix}.md").write_text(_markdown(result, suffix))
+    return {"table": table, "results": str(results / f"legality{suffix}.md")}
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(17, 4.3))
+    colours = {"ecpo on pscore, ntp 1.0": "tab:blue", "ecpo on pscore, ntp 0.1": "tab:red",
+               "ecpo on pscore+format, ntp 1.0": "tab:green",
+               "ecpo on pscore+format, ntp 0.1": "tab:orange"}
+    for name, colour in colours.items():
+        for index, history in enumerate(result["curves"][name]):
+            axes[0].plot([h["charts/legality"] for h in history], color=colour,
+                         label=name if index == 0 else None, alpha=0.8)
+    axes[0].set_title("legality of the rollouts (unconstrained beams)")
+    axes[0].set_xlabel("ECPO step")
+    axes[0].set_ylabel("share of generated codes that are real items")
+    axes[0].legend(fontsize=8)
+    for loss_type, colour in (("grpo", "tab:red"), ("ecpo", "tab:blue")):
+        for index, history in enumerate(result["curves"][f"{loss_type}, extreme step"]):
+            label = loss_type.upper() if index == 0 else None
+            axes[1].plot([h["charts/ratio_max"] for h in history], color=colour, label=label)
+            axes[2].plot([h["charts/legality"] for h in history], color=colour, label=label)
+    axes[1].set_yscale("log")
+    axes[1].set_title("largest ratio pi / pi_old in a step (extreme step)")
+    axes[2].set_title("legality of the rollouts (extreme step)")
+    for axis in axes[1:]:
+        axis.set_xlabel("step")
+        axis.legend()
+    axes[2].set_ylabel("share legal")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _markdown(result: dict[str, Any], suffix: str) -> str:
+    preset, rl = result["preset"], result["rl"]
+
+    def cell(value: dict[str, float], digits: int) -> str:
+        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+    rows = [f"| {name} | {cell(f['true_watch_time'], 0)} | {cell(f['legality'], 3)} | "
+            f"{cell(f['lowest_rollout_legality'], 3)} | {cell(f['ratio_max'], 2)} | "
+            f"{cell(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
+    return "\n".join([
+        "# Legality and stability: format reward, co-training, ECPO's early clip",
+        "",
+        f"Command: `{result['command']}` ({result['seconds']:.0f} s; {result['machine']}).",
+        "",
+        "From the alignment study's pre-trained checkpoint; every run "
+        f"{rl['max_steps']} steps of {rl['users_per_step']} users x G = "
+        f"{rl['num_generations']} unconstrained beams, lr {rl['learning_rate']}, except the "
+        f"extreme-step rows: lr {preset['extreme_learning_rate']}, "
+        f"{preset['extreme_iterations']} updates per rollout, {preset['extreme_steps']} steps, "
+        "no gradient clipping, co-training weight 0.1, reward `pscore + 0.5*format`. "
+        f"Mean ± std over seeds {list(preset['seeds'])}; evaluation on the alignment study's "
+        "users (legality = share of served slots whose code is a real item).",
+        "",
+        "| run | true watch time / session (s) | legality (served) | lowest rollout legality |"
+        " largest ratio | largest gradient norm |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"![legality](legality{suffix}.png)",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.legality",
+                                     description=__doc__.splitlines()[0])
+    add_dataclass_arguments(parser, LegalityBenchArgs)
+    args = build_from_namespace(LegalityBenchArgs, parser.parse_args(argv))
+    result = run(args)
+    print(json.dumps(result, indent=2, default=float) if args.json
+          else Path(result["results"]).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
