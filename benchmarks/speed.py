@@ -203,6 +203,28 @@ def rl(logs: LoggedSessions, steps: int, users: int, group: int) -> dict[str, An
                        "(sampling, model.generate); set-up included on both sides"}
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """One bar per loop: how many times its reference's throughput ours reaches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    names = [f"{row['loop']}\n({row['unit']})" for row in rows]
+    ratios = [row["ratio"] for row in rows]
+    bars = axis.bar(names, ratios, color="tab:blue")
+    axis.bar_label(bars, [f"{ratio:.1f}x" for ratio in ratios])
+    axis.axhline(1.0, color="black", linewidth=0.8, label="reference = 1x")
+    axis.set_yscale("log")
+    axis.set_ylabel("ours / reference (throughput)")
+    axis.set_title("Speed of each loop against its reference, same run")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed",
                                      description=__doc__.splitlines()[0])
@@ -238,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""
     (results / f"speed{suffix}.json").write_text(json.dumps(result, indent=2))
+    plot(rows, results / f"speed{suffix}.png")
     lines = [
         "# Speed: the lab's loops against their references",
         "",
@@ -254,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "also embeds side features and feedback and runs the lifelong compressor); "
         "generation's encodes the user once per item; RL's is "
         "TRL's GRPOTrainer on its nearest model (models differ: see the setting).",
+        "",
+        f"![speed](speed{suffix}.png)",
         "",
     ]
     (results / f"speed{suffix}.md").write_text("\n".join(lines))

@@ -21,3 +21,4 @@ def test_quick_speed_study_measures_every_loop_against_its_reference(tmp_path: P
         assert row["ours"] > 0 and row["reference"] > 0
         assert math.isclose(row["ratio"], row["ours"] / row["reference"])
     assert "| RL | completions/s |" in (tmp_path / "speed_quick.md").read_text()
+    assert (tmp_path / "speed_quick.png").is_file()
