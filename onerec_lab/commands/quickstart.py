@@ -42,6 +42,13 @@ from trainers.pretrain import CHECKPOINT_FILE
 
 REWARD = "pscore + 0.5*format"  # the production-style proxy: P-score plus format validity
 TABLE_COLUMNS = ("true_watch_time", "session_length", "proxy_reward", "legality", "diversity")
+PLOT_TITLES = {  # what each panel of comparison.png shows, with its unit
+    "true_watch_time": "true watch time (s per session)",
+    "session_length": "session length (requests)",
+    "proxy_reward": f"proxy reward ({REWARD}, per slate)",
+    "legality": "legality (share of real items)",
+    "diversity": "diversity (leaf categories per slate)",
+}
 
 
 @dataclass
@@ -245,7 +252,7 @@ def _plot(out: Path, rows: list[dict[str, Any]]) -> None:
     for axis, column in zip(axes, TABLE_COLUMNS, strict=True):
         values = [row[column] if row[column] is not None else 0.0 for row in rows]
         axis.bar(names, values, color=["#999999"] * 3 + ["#4C72B0", "#55A868", "#C44E52"])
-        axis.set_title(column.replace("_", " "))
+        axis.set_title(PLOT_TITLES[column])
         axis.tick_params(axis="x", rotation=45)
     figure.suptitle("quickstart: every policy on the same simulated users (true outcome)")
     figure.tight_layout()
