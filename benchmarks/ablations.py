@@ -27,13 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from benchmarks.study import Study, build_world, spread, study_main
 from rewards import build
 from trainers.evaluate import OneRecRecommender
 
@@ -74,12 +72,6 @@ class AblationBenchArgs:
     json: bool = False  # print the summary as one JSON object
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()),
-            "std": float(array.std(ddof=1)) if array.size > 1 else 0.0, "n": int(array.size)}
-
-
 def run(args: AblationBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
     torch.set_num_threads(1)
@@ -100,7 +92,7 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
             runs.append(study.evaluate_policy(policy))
             policies.append(policy)
         return {"runs": runs, "policies": policies, **{
-            figure: _spread([r[figure] for r in runs])
+            figure: spread([r[figure] for r in runs])
             for figure in ("true_watch_time", "proxy_reward", "legality")}}
 
     pretrained = study.evaluate_policy(study.start)
@@ -123,9 +115,9 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
     slate = study.session_config.slate_size
     for k in preset.pass_ks:
         candidates = max(k, slate)
-        pass_at_k["pre-trained"][k] = _spread([pass_study.evaluate(OneRecRecommender(
+        pass_at_k["pre-trained"][k] = spread([pass_study.evaluate(OneRecRecommender(
             study.start, slate, candidates, selector=selector))["true_watch_time"]])
-        pass_at_k["ECPO"][k] = _spread([
+        pass_at_k["ECPO"][k] = spread([
             pass_study.evaluate(OneRecRecommender(policy, slate, candidates,
                                                   selector=selector))["true_watch_time"]
             for policy in default["policies"]])
@@ -227,16 +219,8 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations",
-                                     description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, AblationBenchArgs)
-    args = build_from_namespace(AblationBenchArgs, parser.parse_args(argv))
-    result = run(args)
-    print(json.dumps(result, indent=2, default=float) if args.json
-          else Path(result["results"]).read_text())
-    return 0
+    return study_main("benchmarks.ablations",
+                      __doc__.splitlines()[0], AblationBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

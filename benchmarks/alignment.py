@@ -35,8 +35,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from benchmarks.study import BASELINES, Study, WorldConfig, build_world
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from benchmarks.study import BASELINES, Study, WorldConfig, build_world, spread, study_main
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
 from rewards import EnvReward, build, parse_spec
 
@@ -101,14 +100,7 @@ class AlignmentBenchArgs:
     reward: tuple[str, ...] = ()  # extra reward designs NAME=SPEC for the matrix (any spec)
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()),
-            "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
-            "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
-
-
-def _rl_settings(preset: StudyPreset, **overrides: Any) -> dict[str, Any]:
+def rl_settings(preset: StudyPreset, **overrides: Any) -> dict[str, Any]:
     return {"learning_rate": preset.learning_rate, "max_steps": preset.steps,
             "users_per_step": preset.users, "num_generations": preset.generations,
             "ntp_weight": NTP_WEIGHT, **overrides}
@@ -119,7 +111,7 @@ FIGURES = ("true_watch_time", "proxy_reward", "legality", "session_length", "div
 
 
 def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {figure: _spread([run[figure] for run in runs]) for figure in FIGURES}
+    return {figure: spread([run[figure] for run in runs]) for figure in FIGURES}
 
 
 class Task(NamedTuple):
@@ -149,7 +141,7 @@ def parse_rewards(extra: tuple[str, ...]) -> dict[str, str]:
 
 def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list[Task]:
     tasks = [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online", method,
-                  spec, seed, _rl_settings(preset))
+                  spec, seed, rl_settings(preset))
              for method in METHODS for reward, spec in rewards.items() for seed in preset.seeds]
     if not skip_ppo:
         tasks += [Task(f"sb3_ppo on {reward}", f"sb3_ppo on {reward}, seed {seed}", "ppo", "ppo",
@@ -159,14 +151,14 @@ def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list
         tasks.append(Task(  # the report's format rule in place of the plain format term
             "ecpo on pscore+format, format rule", f"ecpo on pscore+format, format rule (K = "
             f"{FORMAT_SELECTION_K}), seed {seed}", "online", "ecpo", REWARDS["pscore+format"],
-            seed, _rl_settings(preset, format_selection_k=min(FORMAT_SELECTION_K,
+            seed, rl_settings(preset, format_selection_k=min(FORMAT_SELECTION_K,
                                                               preset.generations))))
         tasks.append(Task(  # no format reward and weak co-training: nothing holds legality
             "ecpo on pscore, ntp 0.1", f"ecpo on pscore, ntp 0.1, seed {seed}", "online", "ecpo",
-            REWARDS["pscore"], seed, _rl_settings(preset, ntp_weight=0.1)))
+            REWARDS["pscore"], seed, rl_settings(preset, ntp_weight=0.1)))
     for loss_type in ("grpo", "ecpo"):
         tasks.append(Task(f"{loss_type} large lr, unclipped", f"stability {loss_type}", "online",
-                          loss_type, REWARDS["pscore+format"], 0, _rl_settings(
+                          loss_type, REWARDS["pscore+format"], 0, rl_settings(
                               preset, learning_rate=preset.stability_learning_rate,
                               num_iterations=preset.stability_iterations,
                               max_steps=preset.stability_steps, max_grad_norm=0.0)))
@@ -176,12 +168,12 @@ def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list
 _WORKER: dict[str, Study] = {}  # the study of a worker process (loaded once per process)
 
 
-def _start_worker(world: str, eval_users: int, eval_requests: int) -> None:
+def start_worker(world: str, eval_users: int, eval_requests: int) -> None:
     torch.set_num_threads(1)
     _WORKER["study"] = Study(world, eval_users=eval_users, eval_requests=eval_requests)
 
 
-def _perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
+def perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """Train the task's policy in this process's study; its evaluation and curve."""
     study = _WORKER["study"]
     if task.kind == "ppo":
@@ -197,6 +189,20 @@ def _perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]
     return study.evaluate_policy(policy), history
 
 
+def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset,
+              workers: int) -> list[tuple[dict[str, Any], list[dict[str, float]] | None]]:
+    """Every task's evaluation and curve, in order: in this process (whose study
+    `start_worker` must have loaded) or, with workers > 1, in spawned processes with one
+    torch thread each (the runs are independent)."""
+    if workers <= 1:
+        return [perform(task) for task in tasks]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=start_worker,
+                             initargs=(str(world), preset.eval_users,
+                                       preset.eval_requests)) as pool:
+        return list(pool.map(perform, tasks))
+
+
 def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     """Run the study, write the results, return the summary."""
     started = time.perf_counter()
@@ -204,7 +210,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     preset = PRESETS[args.preset]
     parse_rewards(args.reward)  # bad designs fail before the world is built
     world = build_world(preset.world, Path(args.work) / args.preset / "world")
-    _start_worker(str(world), preset.eval_users, preset.eval_requests)
+    start_worker(str(world), preset.eval_users, preset.eval_requests)
     study = _WORKER["study"]
     timings: dict[str, float] = {"world": round(time.perf_counter() - started, 1)}
 
@@ -216,14 +222,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
 
     rewards = parse_rewards(args.reward)
     tasks = _tasks(preset, args.skip_ppo, rewards)
-    if args.workers > 1:  # independent runs: processes, one torch thread each
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(str(world), preset.eval_users,
-                                           preset.eval_requests)) as pool:
-            outcomes = list(pool.map(_perform, tasks))
-    else:
-        outcomes = [_perform(task) for task in tasks]
+    outcomes = run_tasks(tasks, world, preset, args.workers)
     timings["trained policies"] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
     curves: dict[str, list[dict[str, float]]] = {}
@@ -244,10 +243,10 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         "cascade_true_watch_time": cells["cascade"]["summary"]["true_watch_time"]["mean"],
         "ecpo_true_watch_time": headline["true_watch_time"],
         "ecpo_legality": headline["legality"],
-        "ecpo_no_format_legality": _spread([run["legality"]
+        "ecpo_no_format_legality": spread([run["legality"]
                                             for run in cells["ecpo on pscore"]["runs"]]),
-        "ecpo_no_format_ntp_0.1_legality": _spread([run["legality"] for run in weak_no_format]),
-        "ecpo_format_rule_legality": _spread(
+        "ecpo_no_format_ntp_0.1_legality": spread([run["legality"] for run in weak_no_format]),
+        "ecpo_format_rule_legality": spread(
             [run["legality"] for run in cells["ecpo on pscore+format, format rule"]["runs"]]),
         "ecpo_above_pretrained_seeds": sum(
             run["true_watch_time"] > pretrained["true_watch_time"]["mean"]
@@ -460,16 +459,8 @@ def print_human(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.alignment",
-                                     description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, AlignmentBenchArgs)
-    args = build_from_namespace(AlignmentBenchArgs, parser.parse_args(argv))
-    result = run(args)
-    print(json.dumps(result, indent=2, default=float) if args.json
-          else Path(result["results"]).read_text())
-    return 0
+    return study_main("benchmarks.alignment",
+                      __doc__.splitlines()[0], AlignmentBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

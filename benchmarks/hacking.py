@@ -28,9 +28,8 @@ import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world
+from benchmarks.study import Study, build_world, study_main
 from envs.logs import collect_sessions
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 from policies.cascade import CascadeRecommender
 from rewards import ParetoConfig, PScoreTrainConfig, fit_pscore
 
@@ -246,16 +245,8 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hacking",
-                                     description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, HackingBenchArgs)
-    args = build_from_namespace(HackingBenchArgs, parser.parse_args(argv))
-    result = run(args)
-    print(json.dumps(result, indent=2, default=float) if args.json
-          else Path(result["results"]).read_text())
-    return 0
+    return study_main("benchmarks.hacking",
+                      __doc__.splitlines()[0], HackingBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ Writes `legality<suffix>.md`, `.json` and `.png` under `--results`.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +28,8 @@ from typing import Any, Literal
 import torch
 
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.alignment import REWARDS, Task, _perform, _rl_settings, _spread, _start_worker
-from benchmarks.study import build_world
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from benchmarks.alignment import REWARDS, Task, rl_settings, run_tasks, start_worker
+from benchmarks.study import build_world, spread, study_main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NTP_WEIGHTS = (1.0, 0.1)  # the lab's default co-training, and a weak one
@@ -74,11 +71,11 @@ def _tasks(alignment: Any, preset: LegalityPreset) -> list[Task]:
             for seed in preset.seeds:
                 tasks.append(Task(f"ecpo on {reward}, ntp {ntp}", f"{reward} ntp {ntp} {seed}",
                                   "online", "ecpo", REWARDS[reward], seed,
-                                  _rl_settings(alignment, ntp_weight=ntp)))
+                                  rl_settings(alignment, ntp_weight=ntp)))
     for loss_type in ("grpo", "ecpo"):
         for seed in preset.seeds:
             tasks.append(Task(f"{loss_type}, extreme step", f"{loss_type} extreme {seed}",
-                              "online", loss_type, REWARDS["pscore+format"], seed, _rl_settings(
+                              "online", loss_type, REWARDS["pscore+format"], seed, rl_settings(
                                   alignment, learning_rate=preset.extreme_learning_rate,
                                   num_iterations=preset.extreme_iterations,
                                   max_steps=preset.extreme_steps, max_grad_norm=0.0,
@@ -93,15 +90,9 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
     alignment = ALIGNMENT_PRESETS[args.preset]
     world = build_world(alignment.world, Path(args.work) / args.preset / "world")
     tasks = _tasks(alignment, preset)
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker,
-                                 initargs=(str(world), alignment.eval_users,
-                                           alignment.eval_requests)) as pool:
-            outcomes = list(pool.map(_perform, tasks))
-    else:
-        _start_worker(str(world), alignment.eval_users, alignment.eval_requests)
-        outcomes = [_perform(task) for task in tasks]
+    if args.workers <= 1:
+        start_worker(str(world), alignment.eval_users, alignment.eval_requests)
+    outcomes = run_tasks(tasks, world, alignment, args.workers)
     cells: dict[str, dict[str, Any]] = {}
     for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
         cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
@@ -111,18 +102,18 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
     for name, cell in cells.items():
         curves = cell["curves"]
         table[name] = {
-            "true_watch_time": _spread([r["true_watch_time"] for r in cell["runs"]]),
-            "legality": _spread([r["legality"] for r in cell["runs"]]),
-            "lowest_rollout_legality": _spread([min(h["charts/legality"] for h in c)
+            "true_watch_time": spread([r["true_watch_time"] for r in cell["runs"]]),
+            "legality": spread([r["legality"] for r in cell["runs"]]),
+            "lowest_rollout_legality": spread([min(h["charts/legality"] for h in c)
                                                 for c in curves]),
-            "ratio_max": _spread([max(h["charts/ratio_max"] for h in c) for c in curves]),
-            "grad_norm_max": _spread([max(h["charts/grad_norm"] for h in c) for c in curves]),
+            "ratio_max": spread([max(h["charts/ratio_max"] for h in c) for c in curves]),
+            "grad_norm_max": spread([max(h["charts/grad_norm"] for h in c) for c in curves]),
         }
     result = {
         "command": f"python -m benchmarks.legality --preset {args.preset}"
                    + (f" --workers {args.workers}" if args.workers > 1 else ""),
         "preset": asdict(preset),
-        "rl": _rl_settings(alignment),
+        "rl": rl_settings(alignment),
         "table": table,
         "curves": {name: cell["curves"] for name, cell in cells.items()},
         "machine": f"{platform.machine()}, {platform.python_version()}, torch "
@@ -207,16 +198,8 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.legality",
-                                     description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, LegalityBenchArgs)
-    args = build_from_namespace(LegalityBenchArgs, parser.parse_args(argv))
-    result = run(args)
-    print(json.dumps(result, indent=2, default=float) if args.json
-          else Path(result["results"]).read_text())
-    return 0
+    return study_main("benchmarks.legality",
+                      __doc__.splitlines()[0], LegalityBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
 from envs.logs import LoggedSessions
+from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 from onerec_lab.commands.pretrain import PretrainArgs
 from onerec_lab.commands.pretrain import run as run_pretrain
 from onerec_lab.commands.quickstart import QuickstartArgs, logged_sessions, semantic_ids
@@ -167,3 +171,26 @@ class Study:
         trainer = trainer_class(policy, reward, self.reward_resources(pscore), self.catalog,
                                 self.session_config, config, self.examples)
         return policy, trainer.train().history
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample std (0 for one value), min, max and count of a study's per-seed figures."""
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()),
+            "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
+            "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
+
+
+def study_main(module: str, description: str, args_class: type, run: Callable[[Any], dict],
+               argv: list[str] | None) -> int:
+    """`python -m benchmarks.<study>`: arguments from `args_class`, then `run`; prints the
+    result as JSON with --json, else the markdown report at `result["results"]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    add_dataclass_arguments(parser, args_class)
+    args = build_from_namespace(args_class, parser.parse_args(argv))
+    result = run(args)
+    print(json.dumps(result, indent=2, default=float) if args.json
+          else Path(result["results"]).read_text())
+    return 0
