@@ -9,11 +9,13 @@ cluster's mean feedback (the dense features) and the cluster size.
 
 New users start all the time (a few percent of users per request), so the compression is
 compiled (numba): one user after another, with no padding and no temporaries, and without
-the GIL, so threads can start users side by side (envs/simulator.py). The content vectors
-are quantised to small integers (`quantize_content`), which makes every distance, sum and
-rounded centroid the k-means forms an exact integer: a user's clusters are the same bits
-whatever batch, thread or summation order computes them, which is what lets env i of a
-vector env equal a single env.
+the GIL, so threads can start users side by side (envs/simulator.py). A user's ~2,000
+impressions are ~750 distinct items (`distinct_items`): the k-means clusters those, each
+weighted by its impressions, and spends most of its time in the dot products of its
+assignments. The content vectors are quantised to small integers (`quantize_content`),
+which makes every distance, sum and rounded centroid the k-means forms an exact integer: a
+user's clusters are the same bits whatever batch, thread or summation order computes them,
+which is what lets env i of a vector env equal a single env.
 
 Letters used in shape comments: N users, H history length, F feedback fields, I items,
 C content dimensions, K lifelong entries (clusters), P distinct items of a user, J children
@@ -23,6 +25,7 @@ of one cluster.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -30,7 +33,8 @@ from numba import njit
 from envs.spec import BLANK
 
 _EXACT = 2**24  # float32 holds every integer below this exactly
-_COMPILED = {"cache": True, "nogil": True}  # compiled once per machine; threads run it freely
+_COMPILED = {"cache": True, "nogil": True,  # compiled once per machine; threads run it freely
+             "error_model": "numpy"}  # IEEE division, no zero check: loops stay vectorisable
 # Sums of exact integers may be reordered (so vectorised); nothing else of fastmath is needed:
 # its no-infinity promise would break the comparisons with +inf below, and its reciprocals
 # the rounded means (which therefore stay in functions without it).
@@ -119,8 +123,9 @@ def compress_lifelong(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The lifelong pathway of N users from their past impressions (oldest first).
 
-    items (N, H) int64, feedback (N, H, F) float32, points (I, C) the catalog's content
-    vectors as `quantize_content` returns them for histories of at least H. Returns items
+    items (N, H) int64, feedback (N, H, F) float32 in any memory layout (a field-major
+    warm history is read in place), points (I, C) the catalog's content vectors as
+    `quantize_content` returns them for histories of at least H. Returns items
     (N, K) int64 and features (N, K, F + 1) float32: per cluster the item nearest the
     centroid (ties to the lower id), the mean feedback and the size (impressions), ordered
     by each cluster's most recent impression (most recent last), padded in front. With
@@ -140,10 +145,33 @@ def compress_lifelong(
     out_items = np.empty((users, length), dtype=np.int64)
     out_features = np.empty((users, length, feedback.shape[2] + 1), dtype=np.float32)
     _compress_users(np.ascontiguousarray(items, dtype=np.int64),
-                    np.ascontiguousarray(feedback, dtype=np.float32),
+                    np.asarray(feedback, dtype=np.float32),  # any layout: read in place
                     np.ascontiguousarray(points, dtype=np.float32), int(length), int(iterations),
                     out_items, out_features)  # Python ints: one compiled signature
     return out_items, out_features
+
+
+def distinct_items(items: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct items in id order, padded with item 0: (N, P) int64, P the most
+    any user has; and the position (N, H) int64 of each impression's item among them.
+    items (N, H) ids in [0, num_items)."""
+    distinct = np.zeros(items.shape, dtype=np.int64)  # (N, H): no user has more than H
+    index = np.empty(items.shape, dtype=np.int64)
+    width = _distinct_rows(np.ascontiguousarray(items, dtype=np.int64),
+                           np.zeros(num_items, dtype=np.int64), distinct, index)
+    return distinct[:, :width], index
+
+
+@njit(**_COMPILED)
+def _distinct_rows(items, scratch, distinct, index):
+    """`distinct_items` into distinct (N, H) and index (N, H); returns the widest row."""
+    width = 0
+    for user in range(items.shape[0]):
+        row, _, positions = _distinct_items(items[user], scratch)
+        distinct[user, :row.size] = row
+        index[user] = positions
+        width = max(width, row.size)
+    return width
 
 
 @njit(**_COMPILED)
@@ -171,7 +199,8 @@ def _compress_user(items, feedback, points, length, iterations, scratch, out_ite
         distinct, weights, index = _distinct_items(items, scratch)
         user_points = np.empty((distinct.size, points.shape[1]), dtype=np.float32)  # (P, C)
         for slot in range(distinct.size):
-            user_points[slot] = points[distinct[slot]]
+            for dim in range(points.shape[1]):
+                user_points[slot, dim] = points[distinct[slot], dim]
         labels, sums = _kmeans(user_points, weights, length, iterations)
         nearest = _nearest_members(user_points, labels, sums)
         for impression in range(history):
@@ -204,22 +233,27 @@ def _compress_user(items, feedback, points, length, iterations, scratch, out_ite
 def _distinct_items(items, scratch):
     """A user's distinct items in id order (P,), impressions of each (P,) and the index
     (H,) of each impression's distinct item. scratch (I,) zeros, left zero."""
-    found = np.empty(items.size, dtype=np.int64)
     count = 0
     for item in items:
-        if scratch[item] == 0:
-            found[count] = item
-            count += 1
+        count += scratch[item] == 0
         scratch[item] += 1
+    found = np.empty(count + 1, dtype=np.int64)  # (P + 1,) the last slot: a sink, see below
     if scratch.size <= 8 * items.size:  # a small catalog: reading it in order beats a sort
-        count = 0
-        for item in range(scratch.size):
-            if scratch[item]:
-                found[count] = item
-                count += 1
-        distinct = found[:count]
+        slot = 0
+        for item in range(scratch.size):  # no branch: every item is stored, seen ones kept
+            found[slot] = item
+            slot += scratch[item] != 0
     else:
-        distinct = np.sort(found[:count])
+        slot = 0
+        for item in items:
+            if scratch[item] > 0:
+                found[slot] = item
+                slot += 1
+                scratch[item] = -scratch[item]  # marked: later impressions of it skip it
+        found[:count].sort()
+        for item in found[:count]:
+            scratch[item] = -scratch[item]
+    distinct = found[:count]
     weights = np.empty(count, dtype=np.float32)
     for slot in range(count):
         weights[slot] = scratch[distinct[slot]]
@@ -245,8 +279,11 @@ def _kmeans(points, weights, max_clusters, iterations):
     order = np.arange(count_points)
     start = np.zeros(max_clusters, dtype=np.int64)  # (K,) first slot of each run in order
     sums = np.zeros((max_clusters, dims + 2), dtype=np.float32)  # (K, C + 2) see the doc
-    _assign(points, weights, order, points[:1], np.zeros(1, dtype=np.float32), 1,
-            np.empty(count_points, dtype=np.int64), sums[:1])  # cluster 0: every point
+    for point in range(count_points):  # cluster 0: every point
+        for dim in range(dims):
+            sums[0, dim] += weights[point] * points[point, dim]
+        sums[0, dims] += weights[point]
+    sums[0, dims + 1] = count_points
     count = 1  # labels in use
     small = -(-int(sums[0, dims]) // max_clusters)  # ceil(|D| / K): not split further
     children = np.ones(max_clusters, dtype=np.int64)
@@ -278,11 +315,23 @@ def _split_counts(sizes, members, small, budget, children):
     lower label), until the entry budget is spent; 1 = not split.
 
     sizes (K',) weight per cluster (0 = empty), members (K',) points per cluster."""
-    before = 0  # children beyond the first that heavier clusters asked for
-    for label in np.argsort(-sizes, kind="mergesort"):
+    wanted = 0  # children beyond the first that all clusters ask for
+    for label in range(sizes.size):
         extra = 0
         if sizes[label] > small and members[label] > 1:
             extra = min(max(2, _cube_root(int(sizes[label]))), int(members[label])) - 1
+        children[label] = 1 + extra
+        wanted += extra
+    if wanted <= budget:  # every cluster gets what it asks for: the order does not matter
+        return
+    heaviest = np.empty(sizes.size, dtype=np.int64)  # heaviest first, ties to the lower label
+    for label in range(sizes.size):
+        heaviest[label] = -int(sizes[label]) * sizes.size + label
+    heaviest.sort()
+    before = 0  # children beyond the first that heavier clusters asked for
+    for key in heaviest:
+        label = key % sizes.size
+        extra = children[label] - 1
         children[label] = 1 + min(max(budget - before, 0), extra)
         before += extra
 
@@ -298,30 +347,44 @@ def _cube_root(value):
     return root
 
 
+class _SplitBuffers(NamedTuple):
+    """Buffers for every `_split` of one user (allocating them per split would cost more
+    than the arithmetic): at most R members and J children."""
+
+    centroids: np.ndarray  # (J, C) float32
+    norms: np.ndarray  # (J,) float32 |c|^2 per child
+    nearest: np.ndarray  # (R,) int64 nearest child of each member
+    child_sums: np.ndarray  # (J, C + 2) float32 per child as `_kmeans`'s sums
+    next_slot: np.ndarray  # (J,) int64 where the reordered run takes each child's next member
+    reordered: np.ndarray  # (R,) int64 the run, reordered by child
+
+
 @njit(**_COMPILED)
 def _split_buffers(members, dims, most_children):
-    """Buffers for every `_split` of one user: at most `members` points and `most_children`
-    children (allocating them per split would cost more than the arithmetic)."""
-    return (np.empty((most_children, dims), dtype=np.float32),  # centroids (J, C)
-            np.empty(most_children, dtype=np.float32),  # |c|^2 per child (J,)
-            np.empty(members, dtype=np.int64),  # nearest child of each member (R,)
-            np.empty((most_children, dims + 2), dtype=np.float32),  # child sums (J, C + 2)
-            np.empty(members, dtype=np.int64))  # the reordered run (R,)
+    """`_SplitBuffers` for at most `members` points and `most_children` children."""
+    return _SplitBuffers(
+        np.empty((most_children, dims), dtype=np.float32),
+        np.empty(most_children, dtype=np.float32), np.empty(members, dtype=np.int64),
+        np.empty((most_children, dims + 2), dtype=np.float32),
+        np.empty(most_children, dtype=np.int64), np.empty(members, dtype=np.int64))
 
 
 @njit(**_COMPILED)
 def _split(points, weights, order, start, sums, label, num_children, first_new, iterations,
-           scratch):
+           buffers):
     """Split cluster `label` into `num_children` by weighted Lloyd steps from evenly spaced
     members: child 0 keeps the label, child j > 0 takes first_new + j - 1."""
-    centroids, norms, nearest, child_sums, reordered = scratch  # the first J or R rows used
+    centroids, child_sums, nearest = buffers.centroids, buffers.child_sums, buffers.nearest
     dims = points.shape[1]
     first = start[label]
     run = order[first:first + int(sums[label, dims + 1])]  # (R,) a view: reordered in place
     for child in range(num_children):
-        centroids[child] = points[run[(2 * child + 1) * run.size // (2 * num_children)]]
+        member = points[run[(2 * child + 1) * run.size // (2 * num_children)]]
+        for dim in range(dims):
+            centroids[child, dim] = member[dim]
     for step in range(iterations + 1):
-        _assign(points, weights, run, centroids, norms, num_children, nearest, child_sums)
+        _assign(points, run, num_children, buffers)
+        _sum_children(points, weights, run, num_children, nearest, child_sums)
         if step == iterations:
             break
         moved = False
@@ -334,53 +397,79 @@ def _split(points, weights, order, start, sums, label, num_children, first_new, 
         if not moved:  # converged: the steps left would repeat this one exactly
             break
 
-    slot_of_child = np.empty(num_children, dtype=np.int64)  # (J,) next slot of each child
+    next_slot, reordered = buffers.next_slot, buffers.reordered
     taken = 0
     for child in range(num_children):
-        slot_of_child[child] = taken
+        next_slot[child] = taken
         taken += int(child_sums[child, dims + 1])
         child_label = label if child == 0 else first_new + child - 1
-        start[child_label] = first + slot_of_child[child]
-        sums[child_label] = child_sums[child]
+        start[child_label] = first + next_slot[child]
+        for column in range(dims + 2):
+            sums[child_label, column] = child_sums[child, column]
     for slot in range(run.size):
-        reordered[slot_of_child[nearest[slot]]] = run[slot]
-        slot_of_child[nearest[slot]] += 1
-    run[:] = reordered[:run.size]
+        reordered[next_slot[nearest[slot]]] = run[slot]
+        next_slot[nearest[slot]] += 1
+    for slot in range(run.size):
+        run[slot] = reordered[slot]
 
 
 @njit(**_REORDERED)
-def _assign(points, weights, run, centroids, norms, num_children, nearest, child_sums):
+def _centroid_norms(centroids, num_children, norms):
+    """|c|^2 of the first `num_children` centroids (J, C) into norms (J,)."""
+    for child in range(num_children):
+        norm = np.float32(0.0)
+        for dim in range(centroids.shape[1]):
+            norm += centroids[child, dim] * centroids[child, dim]
+        norms[child] = norm
+
+
+@njit(**_REORDERED)
+def _assign(points, run, num_children, buffers):
     """One Lloyd assignment: each member of `run` (R,) to its nearest of the first
-    `num_children` centroids (J, C), ties to the lower child: the smallest |c|^2 - 2 x.c.
-    Writes nearest (R,) and each child's sums, child_sums (J, C + 2) as `_kmeans`'s.
+    `num_children` centroids (J, C), ties to the lower child: the smallest |c|^2 - 2 x.c,
+    into buffers.nearest (R,). Members go two at a time: they share the loads of each
+    centroid and the loop, which is most of the cost of a 32-dimension dot product.
 
     Every value here is an integer below 2**24 in float32 (`quantize_content`), exact in
     any order of summation (`_REORDERED` lets the compiler vectorise the sums). The loops
     are written out because a call to a helper costs more than its arithmetic here.
     """
+    centroids, norms, nearest = buffers.centroids, buffers.norms, buffers.nearest
+    _centroid_norms(centroids, num_children, norms)
     dims = centroids.shape[1]
     two = np.float32(2.0)  # a float32 constant keeps the arithmetic in float32
-    for child in range(num_children):
-        centroid = centroids[child]
-        norm = np.float32(0.0)
-        for dim in range(dims):
-            norm += centroid[dim] * centroid[dim]
-        norms[child] = norm
-        child_sums[child] = 0.0
-    for slot in range(run.size):
-        point = points[run[slot]]
-        best, best_key = 0, np.float32(np.inf)
+    for slot in range(0, run.size, 2):
+        first = points[run[slot]]
+        second = points[run[min(slot + 1, run.size - 1)]]  # the last one twice if R is odd
+        best_first, key_first = 0, np.float32(np.inf)
+        best_second, key_second = 0, np.float32(np.inf)
         for child in range(num_children):
             centroid = centroids[child]
-            dot = np.float32(0.0)
+            dot_first, dot_second = np.float32(0.0), np.float32(0.0)
             for dim in range(dims):
-                dot += point[dim] * centroid[dim]
-            key = norms[child] - two * dot
-            if key < best_key:
-                best, best_key = child, key
-        nearest[slot] = best
-        weight = weights[run[slot]]
-        sums = child_sums[best]
+                dot_first += first[dim] * centroid[dim]
+                dot_second += second[dim] * centroid[dim]
+            key = norms[child] - two * dot_first
+            if key < key_first:
+                best_first, key_first = child, key
+            key = norms[child] - two * dot_second
+            if key < key_second:
+                best_second, key_second = child, key
+        nearest[slot] = best_first
+        nearest[min(slot + 1, run.size - 1)] = best_second
+
+
+@njit(**_REORDERED)
+def _sum_children(points, weights, run, num_children, nearest, child_sums):
+    """Each child's sums (J, C + 2), as `_kmeans`'s, over the members of `run` (R,) that
+    nearest (R,) gives it."""
+    dims = points.shape[1]
+    for child in range(num_children):
+        for column in range(dims + 2):
+            child_sums[child, column] = 0.0
+    for slot in range(run.size):
+        point, weight = points[run[slot]], weights[run[slot]]
+        sums = child_sums[nearest[slot]]
         for dim in range(dims):
             sums[dim] += weight * point[dim]
         sums[dims] += weight

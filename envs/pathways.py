@@ -69,21 +69,27 @@ class RingBuffer:
 @njit(cache=True, nogil=True)
 def _push(buffer_items, buffer_values, count, rows, items, values, keep):
     """`RingBuffer.push` into its arrays: each row's kept entries, in order, twice each;
-    entries that later ones of the same push would overwrite are skipped."""
+    entries that later ones of the same push would overwrite are skipped (found from the
+    end, so a long push reads only as far back as its last L kept entries)."""
     length = buffer_items.shape[1] // 2
     for row in range(rows.size):
         user = rows[row]
-        kept = keep[row].sum()
-        rank = 0  # among this row's kept entries
+        kept = 0
         for column in range(items.shape[1]):
+            kept += keep[row, column]
+        first, written = items.shape[1], 0  # the column of the first kept entry written
+        while first > 0 and written < length:
+            first -= 1
+            written += keep[row, first]
+        slot = (count[user] + kept - written) % length
+        for column in range(first, items.shape[1]):
             if not keep[row, column]:
                 continue
-            if rank >= kept - length:
-                slot = (count[user] + rank) % length
-                for offset in (0, length):
-                    buffer_items[user, slot + offset] = items[row, column]
-                    buffer_values[user, slot + offset] = values[row, column]
-            rank += 1
+            for offset in (slot, slot + length):
+                buffer_items[user, offset] = items[row, column]
+                for value in range(values.shape[2]):  # written out: values may be strided
+                    buffer_values[user, offset, value] = values[row, column, value]
+            slot = (slot + 1) % length
         count[user] += kept
 
 

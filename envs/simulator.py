@@ -74,7 +74,7 @@ class SessionConfig:
     lifelong_history: int = LIFELONG_HISTORY  # past impressions the lifelong pathway covers
     lifelong_length: int = LIFELONG_LENGTH  # entries after compression (the report's 128)
     kmeans_iterations: int = 2  # Lloyd steps per level: within-cluster spread 1.4% above 3 steps
-    reset_chunk: int = 64  # users drawn at once per thread: ~0.6 MB a user in flight
+    reset_chunk: int = 64  # users drawn at once per thread: ~0.43 MB a user in flight
     reset_threads: int = 2  # draw new users beside the request: 2 cores (numba frees the GIL)
     response: ResponseConfig = field(default_factory=ResponseConfig)  # behaviours and leaving
     population: PopulationConfig = field(default_factory=PopulationConfig)  # who the users are

@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit
 
 from envs.catalog import Catalog
-from envs.response import NUM_DRAWS, ItemTable, ResponseConfig, respond
+from envs.lifelong import distinct_items
+from envs.response import NUM_DRAWS, ItemTable, ResponseConfig, feedback_columns
 from envs.spec import LIFELONG_HISTORY, STATIC_CARDINALITIES, STATIC_FIELDS
 from envs.streams import (
     PURPOSE_PROFILE,
@@ -161,7 +162,8 @@ class Population:
     def warm_history(
         self, keys: np.ndarray, profiles: Profiles, response: ResponseConfig, slate_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The past impressions of N users, oldest first: items (N, H) int64, feedback (N, H, F).
+        """The past impressions of N users, oldest first: items (N, H) int64, feedback (N, H, F)
+        float32 (a view of one contiguous (N, H) array per field, the layout it is drawn in).
 
         The old recommender showed popular items (`warm_popular_share`) or items from a
         favourite leaf, in slates of `slate_size`; the user answered with today's interests
@@ -174,16 +176,19 @@ class Population:
         _warm_items(u[0], u[1], profiles.favourite_leaves, profiles.favourite_cdf,
                     self.config.warm_popular_share, self.leaf_order, self.leaf_start,
                     self.leaf_count, self.alias_accept, self.alias_other, items)
-        feedback = respond(
-            response, self.items, profiles.interest, profiles.static[:, _ACTIVITY], items,
-            np.ones(items.shape, dtype=bool), np.zeros(items.shape),
-            u[2:].transpose(1, 2, 0),  # (N, H, D) view whose draws stay contiguous
-            positions=np.arange(length) % slate_size,
-        )  # (N, H, F)
-        return items, feedback
+        # a user sees each item ~2.6 times: the affinity <interest, topic> once per item
+        distinct, index = distinct_items(items, self.items.topics.shape[0])  # (N, P), (N, H)
+        affinity = np.einsum("npt,nt->np", np.take(self.items.topics, distinct, axis=0),
+                             profiles.interest)  # (N, P)
+        columns = feedback_columns(
+            response, self.items, _per_impression(affinity, index),
+            profiles.static[:, _ACTIVITY], items, np.ones(items.shape, dtype=bool),
+            np.broadcast_to(0.0, items.shape), u[2:], positions=np.arange(length) % slate_size,
+        )  # (F, N, H)
+        return items, np.moveaxis(columns, 0, -1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _warm_items(source, pick, favourite_leaves, favourite_cdf, popular_share, leaf_order,
                 leaf_start, leaf_count, alias_accept, alias_other, items):
     """The items of N users' warm histories into items (N, H), one per pair of uniforms
@@ -195,21 +200,32 @@ def _warm_items(source, pick, favourite_leaves, favourite_cdf, popular_share, le
     num_items = alias_accept.size
     personal_scale = max(1.0 - popular_share, 1e-12)
     for user in range(source.shape[0]):
+        bounds = favourite_cdf[user, :-1]  # (P - 1,)
         for impression in range(source.shape[1]):
+            # both candidates, then a select: a branch on a 40/60 coin mispredicts too often
             uniform = pick[user, impression]
-            if source[user, impression] < popular_share:
-                scaled = uniform * num_items
-                column = min(int(scaled), num_items - 1)
-                popular = scaled - column < alias_accept[column]
-                items[user, impression] = column if popular else alias_other[column]
-                continue
+            scaled = uniform * num_items
+            column = min(int(scaled), num_items - 1)
+            alias = alias_other[column]
+            popular = column if scaled - column < alias_accept[column] else alias
             share = (source[user, impression] - popular_share) / personal_scale
             which = 0  # the favourite leaf: how many cumulative weights lie below share
-            for bound in favourite_cdf[user, :-1]:
-                which += share > bound
+            for bound in range(bounds.size):
+                which += share > bounds[bound]
             leaf = favourite_leaves[user, which]
-            member = int(uniform * leaf_count[leaf])
-            items[user, impression] = leaf_order[leaf_start[leaf] + member]
+            personal = leaf_order[leaf_start[leaf] + int(uniform * leaf_count[leaf])]
+            items[user, impression] = (popular if source[user, impression] < popular_share
+                                       else personal)
+
+
+@njit(cache=True, nogil=True)
+def _per_impression(values, index):
+    """values (N, P) of each user's distinct items at index (N, H) -> (N, H)."""
+    out = np.empty(index.shape, dtype=values.dtype)
+    for user in range(index.shape[0]):
+        for impression in range(index.shape[1]):
+            out[user, impression] = values[user, index[user, impression]]
+    return out
 
 
 def _alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.lifelong import compress_lifelong, hierarchical_kmeans, quantize_content
+from envs.lifelong import (
+    compress_lifelong,
+    distinct_items,
+    hierarchical_kmeans,
+    quantize_content,
+)
 from envs.pathways import Pathways, RingBuffer
 from envs.spec import BLANK, NUM_FEEDBACK
 
@@ -32,6 +37,15 @@ def test_ring_buffer_window_is_the_last_entries_most_recent_last(length: int,
     assert items[0].tolist() == expected
     assert values[0, :, 0].tolist() == [max(item, 0) for item in expected]
     assert items[1].tolist() == [BLANK] * length  # the second user kept nothing
+
+
+@pytest.mark.parametrize("num_items", [8, 1000])  # read in id order; sorted (a big catalog)
+def test_distinct_items_by_hand(num_items: int) -> None:
+    items = np.array([[5, 2, 5, 7, 2, 2], [3, 3, 3, 3, 3, 3]])
+    distinct, index = distinct_items(items, num_items)
+    assert distinct.tolist() == [[2, 5, 7], [3, 0, 0]]  # padded with item 0
+    assert index.tolist() == [[1, 0, 1, 2, 0, 0], [0] * 6]
+    assert np.array_equal(np.take_along_axis(distinct, index, axis=1), items)
 
 
 def _points(rows: list) -> np.ndarray:

@@ -23,8 +23,15 @@ from envs.response import (
     update_patience,
 )
 from envs.simulator import SessionConfig, SessionSimulator
-from envs.spec import FEEDBACK_FIELDS, feedback_index
-from envs.streams import seed_roots, uniform_columns, uniforms
+from envs.spec import FEEDBACK_FIELDS, STATIC_FIELDS, feedback_index
+from envs.streams import (
+    PURPOSE_WARM_HISTORY,
+    episode_keys,
+    purpose_keys,
+    seed_roots,
+    uniform_columns,
+    uniforms,
+)
 from envs.users import PopulationConfig
 
 CATALOG = generate_synthetic_catalog(CatalogConfig(num_items=600, num_creators=100), seed=3)
@@ -79,6 +86,24 @@ def test_unshown_slots_have_no_feedback_and_like_excludes_hate() -> None:
     assert not feedback[0, 1].any() and not feedback[1].any()
     assert (feedback[0, [0, 2], feedback_index("like")] == 1).all()
     assert (feedback[..., feedback_index("hate")] == 0).all()
+
+
+def test_a_warm_history_is_the_response_model_answering_its_draws() -> None:
+    # the warm history computes each user's affinity once per distinct item and lays the
+    # feedback out field by field: it must still be, bit for bit, `respond` on its draws
+    simulator = SessionSimulator(CATALOG, SMALL, num_users=3)
+    population, length = simulator.population, SMALL.population.warm_history
+    keys = episode_keys(seed_roots(np.arange(3)), np.zeros(3, dtype=np.int64))
+    profiles = population.draw_profiles(keys)
+    items, feedback = population.warm_history(keys, profiles, SMALL.response, 4)
+    draws = uniform_columns(purpose_keys(keys, PURPOSE_WARM_HISTORY), length, 2 + NUM_DRAWS)
+    expected = respond(SMALL.response, ITEMS, profiles.interest,
+                       profiles.static[:, STATIC_FIELDS.index("activity_level")], items,
+                       np.ones(items.shape, dtype=bool), np.zeros(items.shape),
+                       draws[2:].transpose(1, 2, 0), positions=np.arange(length) % 4)
+    assert feedback.shape == (3, length, len(FEEDBACK_FIELDS)) and feedback.dtype == np.float32
+    assert np.array_equal(feedback, expected)
+    assert len(np.unique(items[0])) < length  # items repeat: the per-item affinity is used
 
 
 def test_true_engagement_and_oracle_counts_by_hand() -> None:
