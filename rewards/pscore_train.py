@@ -22,7 +22,17 @@ import numpy as np
 import torch
 
 from envs.spec import BLANK, FEEDBACK_FIELDS
-from rewards.pareto import ParetoConfig, as_dict, auc, fused_auc, pareto_search, spearman
+from rewards.pareto import (
+    ParetoConfig,
+    as_dict,
+    auc,
+    fused_auc,
+    fused_scores,
+    paired_auc_z,
+    pareto_search,
+    placements,
+    spearman,
+)
 from rewards.pscore import ItemCatalog, PScoreConfig, PScoreModel
 
 
@@ -265,6 +275,9 @@ def fit_pscore(
     tower_auc = auc(test_logits, test_labels)
     pscore_auc = fused_auc(test_logits, test_labels, search.weights, signs)
     equal_auc = fused_auc(test_logits, test_labels, equal, signs)
+    test_z = paired_auc_z(fused_scores(test_logits, search.weights, signs),
+                          placements(fused_scores(test_logits, equal, signs), test_labels),
+                          test_labels, signs)
     defined = ~(torch.isnan(pscore_auc) | torch.isnan(equal_auc))
     watch = test_feedback[:, FEEDBACK_FIELDS.index("watch_time")].double()  # (N,)
     test_items = np.asarray(logs.slates[test_rows])  # (R, S), predict's row-major order
@@ -276,6 +289,7 @@ def fit_pscore(
         "auc": as_dict(objectives, tower_auc),
         "pscore_auc": as_dict(objectives, pscore_auc),
         "equal_weight_auc": as_dict(objectives, equal_auc),
+        "test_z": as_dict(objectives, test_z),  # DeLong z of pscore_auc - equal_weight_auc
         "fusion_weights": as_dict(objectives, search.weights),
         "target_met": bool(
             (pscore_auc[defined] >= equal_auc[defined]).all()
@@ -286,6 +300,7 @@ def fit_pscore(
             "equal_weight_auc": as_dict(objectives, search.start_auc),
             "proposals": search.proposals,
             "accepted": search.accepted,
+            "z": as_dict(objectives, search.final_z),  # DeLong z over equal weights, search split
         },
         "watch_time_scale": scale,
         "watch_time_tracking": {
