@@ -173,6 +173,11 @@ def start_worker(world: str, eval_users: int, eval_requests: int) -> None:
     _WORKER["study"] = Study(world, eval_users=eval_users, eval_requests=eval_requests)
 
 
+def worker_study() -> Study:
+    """The study `start_worker` loaded in this process."""
+    return _WORKER["study"]
+
+
 def perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """Train the task's policy in this process's study; its evaluation and curve."""
     study = _WORKER["study"]

@@ -18,6 +18,8 @@ from benchmarks.hacking import HackingBenchArgs
 from benchmarks.hacking import run as run_hacking
 from benchmarks.legality import LegalityBenchArgs
 from benchmarks.legality import run as run_legality
+from benchmarks.stability import StabilityBenchArgs
+from benchmarks.stability import run as run_stability
 from tests.conftest import REPO_ROOT
 
 
@@ -88,3 +90,22 @@ def test_the_smoke_legality_study_covers_format_and_extreme_steps(smoke_alignmen
     # ECPO's early clip caps the ratio it differentiates at 1 + epsilon + delta.
     assert table["ecpo, extreme step"]["ratio_max"]["max"] <= 1.3 + 1e-4
     assert (root / "results" / "legality_smoke.png").is_file()
+
+
+@pytest.mark.heavy
+def test_the_smoke_stability_study_charts_negative_advantage_gradients(smoke_alignment) -> None:
+    root, _ = smoke_alignment
+    result = run_stability(StabilityBenchArgs(preset="smoke", work=str(root / "work"),
+                                              results=str(root / "results")))
+    table = result["table"]
+    assert set(table) == {f"{regime}: {loss}, lr 0.01" for regime in ("on-policy", "pre-trained reference") for loss in ("grpo", "ecpo")}
+    for figures in table.values():
+        assert 0 <= figures["legality"]["mean"] <= 1
+        assert figures["negative_grad_norm_max"]["max"] > 0
+    # ECPO's factor on a negative-advantage sample is at most (1 + eps + delta) max |A|,
+    # and |A| <= sqrt(G - 1) for a group normalised by its std (smoke: G = 8).
+    assert table["pre-trained reference: ecpo, lr 0.01"]["negative_weight_max"]["max"] <= 1.3 * 7 ** 0.5 + 1e-4
+    assert table["pre-trained reference: ecpo, lr 0.01"]["ratio_max"]["max"] <= 1.3 + 1e-4
+    text = (root / "results" / "stability_smoke.md").read_text()
+    assert "| on-policy: grpo, lr 0.01 |" in text and "## Reading" in text
+    assert (root / "results" / "stability_smoke.png").is_file()

@@ -4,6 +4,7 @@ repeat, they resume; the format rule; rewards that break are clear errors."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,28 @@ def test_same_seed_same_run_other_seed_other_run(logs: LoggedSessions,
     assert histories[0] == histories[1] and histories[0] != histories[2]
     first, second = runs[0].policy.state_dict(), runs[1].policy.state_dict()
     assert all(torch.equal(value, second[key]) for key, value in first.items())
+
+
+def test_negative_advantage_charts_bound_ecpo_and_track_grpo(logs: LoggedSessions,
+                                                             codec: SemanticIdCodec) -> None:
+    """With several updates per rollout at a large lr, ratios leave 1. ECPO's factor on a
+    negative-advantage sample stays within (1 + eps + delta) max |A|; GRPO's follows the
+    ratio past that bound (same seed, same rollouts). The negative part's gradient norm is
+    charted when asked for: positive exactly where something is pushed down."""
+    config = GRPOConfig(max_steps=2, num_iterations=4, max_grad_norm=0.0,
+                        log_negative_gradient=True, **{**FAST, "learning_rate": 3e-2})
+    bound = (1 + config.epsilon + config.delta) * math.sqrt(config.num_generations - 1)
+    largest = {}
+    for loss_type in ("ecpo", "grpo"):
+        trainer = make_trainer(GRPOTrainer, dataclasses.replace(config, loss_type=loss_type),
+                               logs, codec)
+        history = trainer.train().history
+        for step in history:  # |A| <= sqrt(G - 1) for a group normalised by its std
+            assert (step["charts/negative_grad_norm"] > 0) == (
+                step["charts/negative_weight_max"] > 0)
+        largest[loss_type] = max(step["charts/negative_weight_max"] for step in history)
+    assert 0 < largest["ecpo"] <= bound + 1e-5
+    assert largest["grpo"] > bound, largest
 
 
 class Interrupted(Exception):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trainers.advantages import STD_EPSILON, group_advantages
 from trainers.grpo import GRPOConfig
-from trainers.losses import POLICY_LOSSES, dpo_loss, ecpo_loss, grpo_loss
+from trainers.losses import POLICY_LOSSES, dpo_loss, ecpo_loss, grpo_loss, sample_weights
 from trainers.rsft import RSFTConfig, keep_top
 
 EPS, DELTA = 0.2, 0.1
@@ -72,6 +72,23 @@ def test_ecpo_caps_the_negative_advantage_gradient_above_one_plus_eps_plus_delta
                                torch.tensor([[1.3, 1.3, 0.0]], dtype=torch.float64) / 3)
     torch.testing.assert_close(ecpo.ratio, torch.tensor([[1.3, 1.3, 1.3]], dtype=torch.float64))
     assert float(ecpo.early_clip_fraction) == pytest.approx(2 / 3)
+
+
+def test_sample_weights_are_each_samples_gradient_factor() -> None:
+    """The trainers' `charts/negative_weight_max` reads these factors: on the case above GRPO
+    weighs the negative samples by their ratios 2 and 5, ECPO by 1.3 each; the clipped
+    positive sample by 0. The graph survives for the trainer's own backward."""
+    old = torch.zeros(1, 3, dtype=torch.float64)
+    values = [math.log(2.0), math.log(5.0), math.log(5.0)]
+    advantages = torch.tensor([[-2.0, -1.0, 1.0]], dtype=torch.float64)
+    expected = {grpo_loss: [4.0, 5.0, 0.0], ecpo_loss: [2.6, 1.3, 0.0]}
+    for loss_fn, factors in expected.items():
+        log_probs = _leaf(values)
+        loss = loss_fn(log_probs, old, advantages, EPS).loss
+        torch.testing.assert_close(sample_weights(loss, log_probs),
+                                   torch.tensor([factors], dtype=torch.float64))
+        loss.backward()  # still possible
+        assert log_probs.grad is not None
 
 
 def test_asymmetric_clip_and_masked_samples() -> None:

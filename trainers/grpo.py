@@ -33,7 +33,7 @@ from torch import Tensor
 from rewards import format_selection
 from trainers.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
 from trainers.group_rewards import FORMAT
-from trainers.losses import POLICY_LOSSES
+from trainers.losses import POLICY_LOSSES, sample_weights
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
 
 LossType = Literal["grpo", "ecpo", "dr_grpo"]
@@ -53,6 +53,8 @@ class GRPOConfig(OnlineConfig):
     # dr_grpo (Dr. GRPO drops the std), "group" otherwise
     format_selection_k: int = 0  # K > 0: the report's format rule (K random samples, legal ones
     # get the format term's weight as advantage); 0: format is a plain reward term
+    log_negative_gradient: bool = False  # also chart the parameter-gradient norm of the
+    # negative-advantage samples' part of the loss (one more backward pass per update)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,6 +135,7 @@ class GRPOTrainer(OnlineTrainer):
             log_probs, batch.old_log_probs, prepared.advantages.to(device), config.epsilon,
             config.epsilon_high, mask=prepared.mask.to(device), **options)
         return output.loss, {
+            **self.negative_charts(output.loss, log_probs, prepared),
             "losses/policy": output.loss.detach(),
             "charts/clip_fraction": output.clip_fraction,
             "charts/early_clip_fraction": output.early_clip_fraction,
@@ -141,3 +144,33 @@ class GRPOTrainer(OnlineTrainer):
             "charts/advantage_abs": prepared.advantages[prepared.mask].abs().mean()
             if prepared.mask.any() else output.ratio.new_zeros(()),
         }
+
+    def negative_charts(self, loss: Tensor, log_probs: Tensor,
+                        prepared: Advantages) -> dict[str, Tensor]:
+        """How hard the loss pushes down samples with a negative advantage.
+
+        `charts/negative_weight_max`: the largest |d J / d log pi(o_i|u)| x B G over those
+        samples, the factor in front of grad log pi_i (GRPO: rho_i |A_i|, unbounded in rho;
+        ECPO: at most (1 + eps + delta) |A_i|). With `log_negative_gradient`,
+        `charts/negative_grad_norm`: the norm of the parameter gradient of their part of the
+        loss, sum_i over them of that factor x grad log pi_i / (B G).
+        """
+        mask = prepared.mask.to(log_probs.device)
+        negative = mask & (prepared.advantages.to(log_probs.device) < 0)  # (B, G)
+        if not negative.any():  # every group had one reward: nothing is pushed down
+            zero = log_probs.new_zeros(())
+            return {"charts/negative_weight_max": zero,
+                    **({"charts/negative_grad_norm": zero}
+                       if self.config.log_negative_gradient else {})}
+        weights = sample_weights(loss, log_probs)  # (B, G)
+        charts = {"charts/negative_weight_max": weights[negative].max()}
+        if self.config.log_negative_gradient:
+            # Same gradient as the loss's negative-advantage part: sum_i w_i grad log pi_i / (B G)
+            # (for A_i < 0 the loss rises with log pi_i, so w_i = its slope x B G, pushing down)
+            part = (torch.where(negative, weights, 0.0) * log_probs).sum() / weights.numel()
+            parameters = [p for p in self.policy.parameters() if p.requires_grad]
+            gradients = torch.autograd.grad(part, parameters, retain_graph=True,
+                                            allow_unused=True)
+            charts["charts/negative_grad_norm"] = torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(g) for g in gradients if g is not None]))
+        return charts

@@ -117,6 +117,15 @@ def ecpo_loss(
     return PolicyLossOutput(loss, ratio.detach(), clip_fraction, _share(early, mask))
 
 
+def sample_weights(loss: Tensor, log_probs: Tensor) -> Tensor:
+    """|d J / d log pi(o_i | u)| x B G for each sample: the factor in front of grad log pi_i in
+    the policy gradient (GRPO, A_i < 0, ratio above 1 - eps: rho_i |A_i|, unbounded in rho;
+    ECPO: at most (1 + eps + delta) |A_i|). `loss` () from one of the losses above, computed
+    from `log_probs` (B, G); the graph is kept for the caller's backward. Returns (B, G)."""
+    (slope,) = torch.autograd.grad(loss, log_probs, retain_graph=True)
+    return slope.abs() * slope.numel()
+
+
 # loss_type -> loss. Dr. GRPO (Liu et al. 2025) makes two corrections to GRPO: a constant
 # normaliser instead of each sequence's length, which changes nothing for items of exactly L
 # codes (its loss here is GRPO's, as TRL's `dr_grpo` is on equal-length completions), and no

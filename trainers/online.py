@@ -78,7 +78,7 @@ from trainers.schedule import warmup_cosine_schedule
 Reference = Literal["current", "pretrained"]
 # Settings that only say how a run is watched or where it runs: a resumed run may change them.
 RUN_SETTINGS = frozenset({"max_steps", "logging_steps", "save_steps", "output_dir", "device",
-                          "progress"})
+                          "progress", "log_negative_gradient"})
 
 
 @dataclass
