@@ -16,8 +16,7 @@ of users), T topic dimensions.
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple, Protocol
@@ -163,11 +162,15 @@ class SessionStart(NamedTuple):
 
 
 class PendingReset(NamedTuple):
-    """New users being drawn (`SessionSimulator.begin_reset`): the pieces of rows, in order,
-    and the draws in flight for the first of them."""
+    """New users being drawn (`SessionSimulator.begin_reset`): who they are, the pieces they
+    are drawn in, in order, and the draws of those pieces handed to the reset threads."""
 
-    pieces: list[np.ndarray]  # rows of each piece, (R_i,) int64
-    drawing: deque[Future[SessionStart]]  # the next pieces' draws; empty: draw in place
+    rows: np.ndarray  # (R,) int64 users restarting
+    roots: np.ndarray  # (R,) uint64 their root keys
+    episodes: np.ndarray  # (R,) int64 the episode of its root each starts
+    pieces: list[tuple[np.ndarray, np.ndarray]]  # rows (R_i,) and episode keys (R_i,) each
+    drawing: list[Future[SessionStart] | None]  # each piece's draw; None: not handed over
+    pid: int  # the process that began it: only its threads draw its pieces
 
 
 class StepResult(NamedTuple):
@@ -237,7 +240,9 @@ class SessionSimulator:
 
     New users are drawn in pieces of at most `reset_chunk` users, at most `reset_threads`
     pieces at a time in threads of their own (`begin_reset`), and written into the state in
-    order (`finish_reset`): a user is the same bits whatever its piece or thread.
+    order (`finish_reset`), which draws itself the pieces no thread has started yet: a
+    user is the same bits whatever its piece or thread. A user's draws depend only on its
+    episode key, so they may start as soon as the user is known.
     """
 
     def __init__(self, catalog: Catalog, config: SessionConfig, num_users: int) -> None:
@@ -272,42 +277,76 @@ class SessionSimulator:
 
     def begin_reset(self, rows: np.ndarray, roots: np.ndarray | None = None) -> PendingReset:
         """`reset`, split in two: start drawing the new users (in the reset threads, when
-        there are several), to be written into the state by `finish_reset`. Steps may run
-        in between (the vector env overlaps a request with its restarts): the draws read
-        nothing a step changes."""
+        there are several), to be written into the state by `finish_reset` or dropped by
+        `cancel_reset`. Steps and observations may run in between (the vector env draws a
+        request's restarts while it answers the request before): the draws read nothing of
+        the state, and nothing of it changes before `finish_reset`."""
         rows = np.asarray(rows, dtype=np.int64)
-        if roots is not None:
-            self.roots[rows] = roots
-            self.episodes[rows] = 0
+        if roots is None:
+            roots, episodes = self.roots[rows], self.episodes[rows] + 1
         else:
-            self.episodes[rows] += 1
+            roots, episodes = np.asarray(roots, dtype=np.uint64), np.zeros(rows.size, np.int64)
+        keys = episode_keys(roots, episodes)  # (R,)
         # a user's start does not depend on its piece: pieces of at most reset_chunk users,
         # at least one per thread
-        threads = self.config.reset_threads
-        count = min(rows.size, max(-(-rows.size // self.config.reset_chunk), threads))
-        pieces = np.array_split(rows, count) if count else []
-        if len(pieces) > 1 and (self._pool is None or self._pool_pid != os.getpid()):
-            # a forked process inherits the pool without its threads: it needs its own
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="reset")
-            self._pool_pid = os.getpid()
-        pending = PendingReset(pieces, deque())
-        if len(pieces) > 1:  # at most one piece per thread in flight bounds the memory
-            for piece in pieces[:threads]:
-                pending.drawing.append(self._pool.submit(self._draw_sessions, piece))
+        count = min(rows.size, max(-(-rows.size // self.config.reset_chunk),
+                                   self.config.reset_threads))
+        pieces = (list(zip(np.array_split(rows, count), np.array_split(keys, count),
+                           strict=True)) if count else [])
+        pending = PendingReset(rows, roots, episodes, pieces, [None] * count, os.getpid())
+        self._hand_over(pending, written=0)
         return pending
 
     def finish_reset(self, pending: PendingReset) -> None:
-        """Write the users of a `begin_reset` into the state, drawing what is left."""
+        """Write the users of a `begin_reset` into the state, in order, drawing here the
+        pieces no thread has started."""
+        self.roots[pending.rows] = pending.roots
+        self.episodes[pending.rows] = pending.episodes
+        if pending.pid != os.getpid():  # forked since: the draws in flight stayed behind
+            pending.drawing[:] = [None] * len(pending.drawing)
+        for index, (rows, _) in enumerate(pending.pieces):
+            start = self._drawn(pending, index)
+            pending.drawing[index] = None  # written: its memory can go
+            self._hand_over(pending, written=index + 1)
+            self._begin(rows, start)
+
+    def cancel_reset(self, pending: PendingReset) -> None:
+        """Drop a `begin_reset` that will not be finished: its users keep their sessions and
+        episodes. Returns once none of its draws runs any more."""
+        handed_over = [draw for draw in pending.drawing if draw is not None]
+        if pending.pid == os.getpid():
+            for draw in handed_over:
+                draw.cancel()
+            wait(handed_over)
+        pending.drawing[:] = [None] * len(pending.drawing)
+
+    def _hand_over(self, pending: PendingReset, written: int) -> None:
+        """Give the reset threads the next pieces after the first `written`: at most one
+        piece per thread drawn and not yet written, which bounds the memory. A single piece
+        is drawn where it is written: no thread is needed (a single env)."""
         threads = self.config.reset_threads
-        for index, piece in enumerate(pending.pieces):
-            if not pending.drawing:  # one piece: drawn here, no thread needed
-                self._begin(piece, self._draw_sessions(piece))
-                continue
-            start = pending.drawing.popleft().result()
-            if index + threads < len(pending.pieces):
-                pending.drawing.append(self._pool.submit(self._draw_sessions,
-                                                         pending.pieces[index + threads]))
-            self._begin(piece, start)
+        if threads < 2 or len(pending.pieces) < 2 or pending.pid != os.getpid():
+            return
+        for index in range(written, min(written + threads, len(pending.pieces))):
+            if pending.drawing[index] is None:
+                pending.drawing[index] = self._reset_pool().submit(self._draw_sessions,
+                                                                   pending.pieces[index][1])
+
+    def _drawn(self, pending: PendingReset, index: int) -> SessionStart:
+        """The new users of piece `index`: drawn here if no thread has started it; while a
+        thread draws it, this thread draws the next pieces no thread has started yet."""
+        draw = pending.drawing[index]
+        if draw is None or draw.cancel():
+            return self._draw_sessions(pending.pieces[index][1])
+        while not draw.done():
+            later = next((later for later in range(index + 1, len(pending.pieces))
+                          if pending.drawing[later] is not None
+                          and pending.drawing[later].cancel()), None)
+            if later is None:
+                break
+            pending.drawing[later] = Future()
+            pending.drawing[later].set_result(self._draw_sessions(pending.pieces[later][1]))
+        return draw.result()
 
     def close(self) -> None:
         """Stop the reset threads, if any were started."""
@@ -315,10 +354,19 @@ class SessionSimulator:
             self._pool.shutdown()
             self._pool = None
 
-    def _draw_sessions(self, rows: np.ndarray) -> SessionStart:
-        """New users for `rows`: profile, warm history and lifelong summary (no writes)."""
+    def _reset_pool(self) -> ThreadPoolExecutor:
+        """The reset threads of this process (a forked process inherits the pool without
+        its threads: it needs its own)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(self.config.reset_threads,
+                                            thread_name_prefix="reset")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def _draw_sessions(self, keys: np.ndarray) -> SessionStart:
+        """New users of episode keys (R,): profile, warm history and lifelong summary (reads
+        no state, writes nothing)."""
         config = self.config
-        keys = episode_keys(self.roots[rows], self.episodes[rows])
         profiles = self.population.draw_profiles(keys)
         history_items, history_feedback = self.population.warm_history(
             keys, profiles, config.response, config.slate_size

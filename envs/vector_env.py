@@ -15,6 +15,7 @@ from gymnasium.vector.utils import batch_space
 from envs.catalog import Catalog
 from envs.simulator import (
     DEFAULT_NUM_ITEMS,
+    PendingReset,
     SessionConfig,
     SessionSimulator,
     SlateRewardFn,
@@ -75,6 +76,7 @@ class OneRecVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._context: dict[str, np.ndarray] | None = None  # (N, ...) answered next
         self._done = np.zeros(num_envs, dtype=bool)  # (N,) finished at the last step
+        self._restarts: PendingReset | None = None  # the next step's new users, being drawn
         self._seeded = False
 
     @property
@@ -113,8 +115,10 @@ class OneRecVectorEnv(VectorEnv):
         else:
             roots = None  # each env's next user
         self._seeded = True
+        self._cancel_restarts()
         self.simulator.reset(rows, roots)
         self._done[rows] = False
+        self._begin_restarts()
         self._context = self.simulator.observation()
         return self._context, {}
 
@@ -125,14 +129,12 @@ class OneRecVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step() on OneRecVectorEnv")
         slates = validate_slate(actions, self.catalog.num_items, self.config.slate_size,
                                 self.num_envs)  # (N, S)
-        restarting = self._done  # these envs ignore their action and start a new user
-        if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
-            restarting = np.zeros_like(self._done)
-        pending = self.simulator.begin_reset(np.flatnonzero(restarting))  # drawn meanwhile
+        # envs that finished at the last step ignore their action and start a new user,
+        # drawn since then (_begin_restarts)
+        restarting = self._done if self._restarts is not None else np.zeros_like(self._done)
         result = self.simulator.step(slates)
         rewards = np.asarray(self.reward_fn(self._context, slates, result.feedback),
                              dtype=np.float64)  # (N,)
-        self.simulator.finish_reset(pending)
         terminated = result.outcome["left"] & ~restarting
         truncated = (self.simulator.state.request >= self.max_episode_steps) & ~restarting
         rewards = np.where(restarting, 0.0, rewards)
@@ -143,11 +145,29 @@ class OneRecVectorEnv(VectorEnv):
             feedback=np.where(restarting[:, None, None], 0.0, result.feedback).astype(np.float32),
             shown=result.shown & ~restarting[:, None],
             duplicates=np.where(restarting, 0, result.duplicates),
-            request=self.simulator.state.request.copy(),
+            request=np.where(restarting, 0, self.simulator.state.request),  # new users: 0
         )
+        restarts, self._restarts = self._restarts, None
         self._done = terminated | truncated
+        self._begin_restarts()  # before writing this step's new users: no thread waits
+        if restarts is not None:  # after all that needs no new user: their draws may run late
+            self.simulator.finish_reset(restarts)
         self._context = self.simulator.observation()
         return self._context, rewards, terminated, truncated, info
 
+    def _begin_restarts(self) -> None:
+        """Start drawing the users that the next step starts (NEXT_STEP autoreset): they
+        are known now, so their draws run beside this observation, the caller's work
+        between the two steps and the next request, not after them."""
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP and self._done.any():
+            self._restarts = self.simulator.begin_reset(np.flatnonzero(self._done))
+
+    def _cancel_restarts(self) -> None:
+        """Drop the drawn restarts (a `reset` replaces them): no episode was spent on them."""
+        if self._restarts is not None:
+            self.simulator.cancel_reset(self._restarts)
+            self._restarts = None
+
     def close_extras(self, **kwargs: Any) -> None:
+        self._cancel_restarts()
         self.simulator.close()

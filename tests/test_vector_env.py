@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+from multiprocessing.connection import Connection
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ import pytest
 import envs
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
 from envs.session_env import OneRecSession
-from envs.simulator import SessionConfig, SessionSimulator
+from envs.simulator import SessionConfig, SessionSimulator, SessionStart
 from envs.streams import seed_roots
 from envs.users import PopulationConfig
 from envs.vector_env import OneRecVectorEnv
@@ -124,3 +129,57 @@ def test_threads_and_pieces_of_a_reset_change_no_bit() -> None:
         for key, value in alone.items():
             assert np.array_equal(value, threaded[key]), key
     assert sum(step["done"].sum() for step in rollouts[0][1:]) >= 7  # users did restart
+
+
+def test_a_reset_drops_the_restarts_drawn_ahead_and_starts_each_next_user() -> None:
+    users = 3
+    vector = OneRecVectorEnv(num_envs=users, max_episode_steps=2, catalog=CATALOG, config=SMALL)
+    singles = [OneRecSession(catalog=CATALOG, config=SMALL) for _ in range(users)]
+    vector.reset(seed=9)
+    for i, env in enumerate(singles):
+        env.reset(seed=9 + i)
+    for slate in _slates(3, 2, users):
+        _, _, _, truncated, _ = vector.step(slate)
+        for i, env in enumerate(singles):
+            env.step(slate[i])
+    assert truncated.all()  # the three restarts are being drawn for the next step
+    observation, _ = vector.reset()  # replaces them: one new episode per env, not two
+    for i, env in enumerate(singles):
+        for key, value in env.reset()[0].items():
+            assert np.array_equal(observation[key][i], value), key
+    _, rewards, _, _, info = vector.step(_slates(4, 1, users)[0])
+    assert info["request"].tolist() == [1] * users  # answered, not restarted
+    assert (rewards != 0).any()
+    vector.close()
+
+
+def _step_in_child(vector: OneRecVectorEnv, slate: np.ndarray, pipe: Connection) -> None:
+    pipe.send(vector.step(slate)[0]["lifelong_items"])
+
+
+def test_a_forked_process_draws_the_restarts_its_parent_began() -> None:
+    vector = OneRecVectorEnv(num_envs=4, max_episode_steps=1, catalog=CATALOG, config=SMALL)
+    vector.reset(seed=2)
+    parent, released = os.getpid(), threading.Event()
+    draw = vector.simulator._draw_sessions
+
+    def held_in_parent(keys: np.ndarray) -> SessionStart:  # in flight until the fork is done
+        if os.getpid() == parent:
+            released.wait()
+        return draw(keys)
+
+    vector.simulator._draw_sessions = held_in_parent
+    first, second = _slates(5, 2, 4)
+    vector.step(first)  # every env truncated: its next user is being drawn in threads
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_step_in_child, args=(vector, second, send))
+    child.start()
+    answered = receive.poll(30)
+    released.set()
+    if not answered:
+        child.kill()
+    child.join()
+    assert answered, "the forked process waited for threads it does not have"
+    assert np.array_equal(receive.recv(), vector.step(second)[0]["lifelong_items"])
+    vector.close()
