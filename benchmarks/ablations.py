@@ -19,7 +19,6 @@ per session, mean ± std over seeds). Writes `ablations<suffix>.md`, `.json`, `.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, spread, study_main
+from benchmarks.study import Study, build_world, spread, study_main, write_study
 from rewards import build
 from trainers.evaluate import OneRecRecommender
 
@@ -137,14 +136,11 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
                    f"{torch.__version__}, 1 thread",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.preset == "full" else f"_{args.preset}"
-    (results / f"ablations{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
-    _plot(result, results / f"ablations{suffix}.png")
-    (results / f"ablations{suffix}.md").write_text(_markdown(result, suffix))
+    report = write_study(args.results, "ablations", args.preset, result,
+                         lambda path: _plot(result, path),
+                         lambda suffix: _markdown(result, suffix))
     return {"tables": tables, "pass_at_k": pass_at_k,
-            "results": str(results / f"ablations{suffix}.md")}
+            "results": str(report)}
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:

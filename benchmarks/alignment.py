@@ -208,6 +208,18 @@ def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset,
         return list(pool.map(perform, tasks))
 
 
+def group_by_cell(tasks: list[Task], outcomes: list[tuple[dict[str, Any], Any]]
+                  ) -> dict[str, dict[str, list]]:
+    """`run_tasks`' outcomes per table cell: {"runs": evaluations, "curves": histories},
+    in the tasks' (seed) order."""
+    cells: dict[str, dict[str, list]] = {}
+    for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
+        cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
+        cell["runs"].append(evaluation)
+        cell["curves"].append(history)
+    return cells
+
+
 def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     """Run the study, write the results, return the summary."""
     started = time.perf_counter()

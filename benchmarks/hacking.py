@@ -15,7 +15,6 @@ Writes `hacking<suffix>.md`, `.json` and `hacking<suffix>.png` under `--results`
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, study_main
+from benchmarks.study import Study, build_world, study_main, write_study
 from envs.logs import collect_sessions
 from policies.cascade import CascadeRecommender
 from rewards import ParetoConfig, PScoreTrainConfig, fit_pscore
@@ -144,14 +143,11 @@ def run(args: HackingBenchArgs) -> dict[str, Any]:
                    f"{torch.__version__}, 1 thread",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.preset == "full" else f"_{args.preset}"
-    (results / f"hacking{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
-    _plot(curves, results / f"hacking{suffix}.png")
-    (results / f"hacking{suffix}.md").write_text(_markdown(result, suffix))
+    report = write_study(args.results, "hacking", args.preset, result,
+                         lambda path: _plot(curves, path),
+                         lambda suffix: _markdown(result, suffix))
     return {"summary": summary, "evaluations": evaluations, "proxies": fits,
-            "results": str(results / f"hacking{suffix}.md")}
+            "results": str(report)}
 
 
 def _smooth(values: list[float], window: int = 5) -> np.ndarray:

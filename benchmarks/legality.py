@@ -17,7 +17,6 @@ Writes `legality<suffix>.md`, `.json` and `.png` under `--results`.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -28,8 +27,15 @@ from typing import Any, Literal
 import torch
 
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.alignment import REWARDS, Task, rl_settings, run_tasks, start_worker
-from benchmarks.study import build_world, spread, study_main
+from benchmarks.alignment import (
+    REWARDS,
+    Task,
+    group_by_cell,
+    rl_settings,
+    run_tasks,
+    start_worker,
+)
+from benchmarks.study import build_world, spread, study_main, write_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NTP_WEIGHTS = (1.0, 0.1)  # the lab's default co-training, and a weak one
@@ -93,11 +99,7 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
     if args.workers <= 1:
         start_worker(str(world), alignment.eval_users, alignment.eval_requests)
     outcomes = run_tasks(tasks, world, alignment, args.workers)
-    cells: dict[str, dict[str, Any]] = {}
-    for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
-        cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
-        cell["runs"].append(evaluation)
-        cell["curves"].append(history)
+    cells = group_by_cell(tasks, outcomes)
     table = {}
     for name, cell in cells.items():
         curves = cell["curves"]
@@ -120,13 +122,10 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
                    f"{torch.__version__}, 1 thread per worker",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.preset == "full" else f"_{args.preset}"
-    (results / f"legality{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
-    _plot(result, results / f"legality{suffix}.png")
-    (results / f"legality{suffix}.md").write_text(_markdown(result, suffix))
-    return {"table": table, "results": str(results / f"legality{suffix}.md")}
+    report = write_study(args.results, "legality", args.preset, result,
+                         lambda path: _plot(result, path),
+                         lambda suffix: _markdown(result, suffix))
+    return {"table": table, "results": str(report)}
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:

@@ -24,7 +24,6 @@ Writes `stability<suffix>.md`, `.json` and `.png` under `--results`.
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import sys
 import time
@@ -39,12 +38,13 @@ from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
 from benchmarks.alignment import (
     REWARDS,
     Task,
+    group_by_cell,
     rl_settings,
     run_tasks,
     start_worker,
     worker_study,
 )
-from benchmarks.study import build_world, spread, study_main
+from benchmarks.study import build_world, spread, study_main, write_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOSSES = ("grpo", "ecpo")
@@ -131,11 +131,7 @@ def run(args: StabilityBenchArgs) -> dict[str, Any]:
     start_worker(str(world), alignment.eval_users, alignment.eval_requests)
     pretrained = worker_study().evaluate_policy(copy.deepcopy(worker_study().start))
     outcomes = run_tasks(tasks, world, alignment, args.workers)
-    cells: dict[str, dict[str, list]] = {}
-    for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
-        cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
-        cell["runs"].append(evaluation)
-        cell["curves"].append(history)
+    cells = group_by_cell(tasks, outcomes)
     table = {name: _figures(cell["runs"], cell["curves"]) for name, cell in cells.items()}
     result = {
         "command": f"python -m benchmarks.stability --preset {args.preset}"
@@ -149,13 +145,10 @@ def run(args: StabilityBenchArgs) -> dict[str, Any]:
                    f"{torch.__version__}, 1 thread per worker",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.preset == "full" else f"_{args.preset}"
-    (results / f"stability{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
-    _plot(result, results / f"stability{suffix}.png")
-    (results / f"stability{suffix}.md").write_text(_markdown(result, suffix))
-    return {"table": table, "results": str(results / f"stability{suffix}.md")}
+    report = write_study(args.results, "stability", args.preset, result,
+                         lambda path: _plot(result, path),
+                         lambda suffix: _markdown(result, suffix))
+    return {"table": table, "results": str(report)}
 
 
 CHARTS = (("charts/negative_weight_max", "largest factor on grad log pi, A < 0", True),

@@ -181,6 +181,20 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 
+def write_study(folder: str, name: str, preset: str, result: dict[str, Any],
+                plot: Callable[[Path], None], markdown: Callable[[str], str]) -> Path:
+    """Write a study's `<name><suffix>.json` (`result`), `.png` (`plot(path)`) and `.md`
+    (`markdown(suffix)`) under `folder`; the suffix is empty for the full preset and
+    `_<preset>` otherwise, so a smoke run keeps the measured files. Returns the .md path."""
+    results = Path(folder)
+    results.mkdir(parents=True, exist_ok=True)
+    suffix = "" if preset == "full" else f"_{preset}"
+    (results / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    plot(results / f"{name}{suffix}.png")
+    (results / f"{name}{suffix}.md").write_text(markdown(suffix))
+    return results / f"{name}{suffix}.md"
+
+
 def study_main(module: str, description: str, args_class: type, run: Callable[[Any], dict],
                argv: list[str] | None) -> int:
     """`python -m benchmarks.<study>`: arguments from `args_class`, then `run`; prints the
