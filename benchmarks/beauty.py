@@ -2,9 +2,11 @@
 
     python -m benchmarks.beauty [--onerec-steps N] [--sasrec-steps N] [--seed S]
     python -m benchmarks.beauty --sweep-steps 3000
+    python -m benchmarks.beauty --render
 
 Writes benchmarks/results/beauty.md and beauty.json (or `--results-dir`); with
-`--sweep-steps`, instead beauty_sweep.md and .json: OneRec variants (SWEEP) on validation.
+`--sweep-steps`, instead beauty_sweep.md and .json: OneRec variants (SWEEP) on validation;
+with `--render`, only beauty.md again from a saved beauty.json (no training).
 
 Each model trains once, as `onerec-lab evaluate-offline` trains it with its defaults (the OneRec setting tuned
 on the validation split), on the training sequences (every user's items but the last two).
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from envs.beauty import SequenceDataset, load_beauty
@@ -58,14 +61,21 @@ PUBLISHED = {
 TIGER = dict(zip(METRICS, PUBLISHED["TIGER (paper)"], strict=True))
 TIGER_EXAMPLES = 200_000 * 256  # TIGER's Beauty training as we recall it (200k steps of 256)
 # The validation sweep behind the defaults: each variant changes one setting of the chosen
-# one (evaluate-offline's defaults) and is ranked on the validation targets only.
+# one (evaluate-offline's defaults) and is ranked on the validation targets only;
+# "codebook_scale" multiplies --codebook (so the smoke test's tiny codebooks stay valid).
 SWEEP: dict[str, dict[str, Any]] = {
     "chosen (defaults)": {},
     "InfoNCE temperature 0.07": {"embedding_temperature": 0.07},
     "InfoNCE temperature 0.5": {"embedding_temperature": 0.5},
     "balanced RQ-Kmeans": {"balanced": True},
     "learning rate 1e-3": {"learning_rate": 1e-3},
-    "dropout 0.1 (TIGER's)": {"dropout": 0.1},
+    "no dropout": {"dropout": 0.0},
+    "codes from SASRec's item embeddings": {"code_embeddings": "sasrec"},
+    "InfoNCE pairs within 3 positions": {"pair_window": 3},
+    "item-id embedding added to the input": {"item_id_input": True},
+    "0.015B shape (d = 128, 2 + 2 layers)": {"preset": "0.015B"},
+    "codebook / 4 (3 x 64 at --codebook 256)": {"codebook_scale": 0.25},
+    "codebook x 4 (3 x 1024 at --codebook 256)": {"codebook_scale": 4.0},
 }
 
 
@@ -74,12 +84,13 @@ class BeautyBenchArgs:
     """Arguments of the Amazon Beauty benchmark."""
 
     data: str = str(BEAUTY)  # Beauty.txt (one line per user: user id, then item ids in order)
-    onerec_steps: int | None = None  # OneRec optimiser steps; None = evaluate-offline's 12,000
+    onerec_steps: int | None = None  # OneRec optimiser steps; None = evaluate-offline's 48,000
     sasrec_steps: int | None = None  # SASRec optimiser steps; None = evaluate-offline's 2,000
     seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
     codebook: int = 256  # OneRec codes per level (TIGER's 3 x 256; smaller for smoke tests)
     threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
     sweep_steps: int = 0  # > 0: instead, the validation sweep (SWEEP) at this many steps
+    render: bool = False  # instead, rewrite beauty.md from the results dir's beauty.json
     results_dir: str = str(RESULTS)  # where beauty[_sweep].md and .json go
 
     def __post_init__(self) -> None:
@@ -91,6 +102,24 @@ class BeautyBenchArgs:
             raise ValueError(f"--sweep-steps must be >= 0 (0: no sweep), got {self.sweep_steps}")
         if self.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
+
+
+# Buckets of a target item's occurrences in the training sequences: the breakdown that shows
+# where each model's hits come from (rare targets are more common on the test split).
+POPULARITY_EDGES = (0, 3, 6, 11, 21, 51)  # bucket b holds counts in [edge b, edge b+1)
+
+
+def popularity_labels(dataset: SequenceDataset, split: str) -> np.ndarray:
+    """(U,) bucket index (POPULARITY_EDGES) of each user's `split` target's training count."""
+    counts = np.bincount(np.concatenate(dataset.train_sequences), minlength=dataset.num_items)
+    targets = (dataset.valid if split == "valid" else dataset.test).targets
+    return np.digitize(counts[targets], POPULARITY_EDGES) - 1
+
+
+def bucket_names() -> list[str]:
+    edges = POPULARITY_EDGES
+    return [f"{low}-{high - 1}" for low, high in zip(edges[:-1], edges[1:], strict=True)] + [
+        f">= {edges[-1]}"]
 
 
 def progress(message: str) -> None:
@@ -120,7 +149,8 @@ def measure(model: str, steps: int | None, dataset: SequenceDataset, args: Beaut
                      + (" (history masked)" if exclude_history else ""))
             started = time.perf_counter()
             name = split + ("_history_masked" if exclude_history else "")
-            row[name] = split_metrics(trained.ranker, dataset, split, exclude_history)
+            row[name] = split_metrics(trained.ranker, dataset, split, exclude_history,
+                                      groups=popularity_labels(dataset, split))
             row[name]["seconds"] = round(time.perf_counter() - started, 1)
     if model == "onerec":
         row["settings"] = {field: getattr(settings, field) for field in (
@@ -134,12 +164,15 @@ def sweep(dataset: SequenceDataset, args: BeautyBenchArgs) -> list[dict[str, Any
     validation targets (the test targets stay unseen)."""
     rows = []
     for name, overrides in SWEEP.items():
+        options = dict(overrides)
+        codebook = max(2, round(args.codebook * options.pop("codebook_scale", 1.0)))
         settings = EvaluateOfflineArgs(data=args.data, model="onerec", steps=args.sweep_steps,
-                                       seed=args.seed, codebook=args.codebook, **overrides)
+                                       seed=args.seed, codebook=codebook, **options)
         progress(f"sweep: {name}, {settings.steps:,} steps")
         start = time.perf_counter()
         trained = train_ranker(dataset, settings)
-        rows.append({"variant": name, "overrides": overrides, "steps": settings.steps,
+        rows.append({"variant": name, "overrides": overrides, "codebook": codebook,
+                     "steps": settings.steps,
                      "final_loss": trained.final_loss,
                      "train_seconds": round(time.perf_counter() - start, 1),
                      "valid": split_metrics(trained.ranker, dataset, "valid")})
@@ -172,7 +205,8 @@ def metric_cells(values: dict[str, float] | tuple[float, ...]) -> str:
     return " | ".join(f"{value:.4f}" for value in numbers)
 
 
-def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float]) -> list[str]:
+def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
+           hardware: str) -> list[str]:
     """The markdown of beauty.md."""
     onerec = next(row for row in rows if row["model"] == "onerec")
     sasrec = next(row for row in rows if row["model"] == "sasrec")
@@ -186,7 +220,7 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float]) 
     settings = onerec["settings"]
     lines = [
         "# Amazon Beauty (TIGER's protocol)", "", f"Command: `{command}`", "",
-        f"Machine: {hardware_description()}, Python {platform.python_version()}; "
+        f"Machine: {hardware}, Python {platform.python_version()}; "
         f"{os.cpu_count()} cores shared with other jobs (load average {load[0]:.1f} at the "
         f"start, {load[1]:.1f} at the end).", "",
         "Protocol: leave-one-out (test target = each user's last item, validation target = "
@@ -211,6 +245,7 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float]) 
         "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |", "|---|---|---|---|---|",
         *(f"| {label} | {metric_cells(row['valid' + key])} |" for label, row, key in variants),
         "",
+        *popularity_section(onerec, sasrec),
         "## Budget and settings", "",
         f"- OneRec: {onerec['parameters']:,} parameters (preset `{settings['preset']}`: the "
         "`tiny` shape without MoE), codes "
@@ -227,14 +262,73 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float]) 
         f"- SASRec: {sasrec['steps']:,} steps of {sasrec['batch_size']} windows, "
         f"width {sasrec['width']}, {sasrec['layers']} layers, {sasrec['negatives']} sampled "
         f"negatives; {sasrec['train_seconds']:.0f} s.",
-        "- The OneRec settings (InfoNCE temperature 0.2, plain RQ-Kmeans, learning rate 2e-3, "
-        "the dense preset, 12,000 steps) were chosen on the validation split; the validation "
-        "figures above are those of the reported model. The variants against which they were "
-        "chosen: `python -m benchmarks.beauty --sweep-steps 3000` (beauty_sweep.md).",
+        f"- The OneRec settings (InfoNCE temperature {settings['embedding_temperature']}, "
+        f"{'balanced' if settings['balanced'] else 'plain'} RQ-Kmeans, learning rate "
+        f"{onerec['learning_rate']:g}, the `{settings['preset']}` preset, dropout "
+        f"{settings['dropout']}, {onerec['steps']:,} steps) were chosen on the validation split; "
+        "the validation figures above are those of the reported model. The variants against "
+        "which they were chosen: `python -m benchmarks.beauty --sweep-steps 3000` "
+        "(beauty_sweep.md) and, for the number of steps and dropout, the longer runs in "
+        "beauty_steps.md.",
     ]
     if not all(onerec["test"][name] > TIGER[name] for name in ("recall@10", "ndcg@10")):
         lines += ["", *shortfall(onerec, sasrec)]
     return lines
+
+
+def popularity_section(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:
+    """Recall@10 per bucket of the target's training count, both models, both splits."""
+    names = bucket_names()
+
+    def cells(groups: dict[int, dict[str, float]], key: str, total: int) -> str:
+        values = [groups.get(bucket, {}).get(key) for bucket in range(len(names))]
+        if key == "users":
+            return " | ".join(f"{(value or 0) / total:.1%}" for value in values)
+        return " | ".join("-" if value is None else f"{value:.4f}" for value in values)
+
+    lines = [
+        "## Recall@10 by how often the target occurs in training", "",
+        "Buckets of the target item's occurrences in the training sequences; the first rows "
+        "give each split's share of targets per bucket.", "",
+        f"| | split | {' | '.join(names)} |", "|---|---|" + "---|" * len(names),
+    ]
+    for split in ("valid", "test"):
+        users = onerec[split]["users"]
+        lines.append(f"| share of targets | {split} | "
+                     f"{cells(onerec[split]['by_group'], 'users', users)} |")
+    for label, row in (("OneRec, as generated", onerec), ("SASRec, all items ranked", sasrec)):
+        for split in ("valid", "test"):
+            lines.append(f"| {label} | {split} | "
+                         f"{cells(row[split]['by_group'], 'recall@10', row[split]['users'])} |")
+    return [*lines, ""]
+
+
+def pooled_recall(groups: dict[int, dict[str, float]], buckets: range) -> tuple[float, int]:
+    """Recall@10 over the users of some popularity buckets, and how many users they are."""
+    members = [groups[bucket] for bucket in buckets if bucket in groups]
+    users = sum(group["users"] for group in members)
+    hits = sum(group["recall@10"] * group["users"] for group in members)
+    return (hits / users if users else float("nan")), users
+
+
+def popularity_reading(onerec: dict[str, Any], sasrec: dict[str, Any]) -> str:
+    """One sentence on where OneRec's test hits come from, against SASRec's."""
+    rare, frequent = range(0, 3), range(len(POPULARITY_EDGES) - 1, len(POPULARITY_EDGES))
+    below, above = POPULARITY_EDGES[3], POPULARITY_EDGES[-1]
+    share = {split: pooled_recall(onerec[split]["by_group"], rare)[1] / onerec[split]["users"]
+             for split in ("valid", "test")}
+    onerec_rare, sasrec_rare = (pooled_recall(row["test"]["by_group"], rare)[0]
+                                for row in (onerec, sasrec))
+    onerec_frequent, sasrec_frequent = (pooled_recall(row["test"]["by_group"], frequent)[0]
+                                        for row in (onerec, sasrec))
+    return (
+        f"- Rare targets: on test targets seen fewer than {below} times in training "
+        f"({share['test']:.0%} of test targets, {share['valid']:.0%} of validation targets), "
+        f"OneRec's Recall@10 is {onerec_rare:.4f} against SASRec's {sasrec_rare:.4f}; on "
+        f"targets seen {above} times or more, {onerec_frequent:.4f} against "
+        f"{sasrec_frequent:.4f} (table above). The generative model's hits concentrate on "
+        "frequent items, and the test split holds more rare targets than validation."
+    )
 
 
 def shortfall(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:
@@ -243,26 +337,43 @@ def shortfall(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:
         return 1 - row["test"]["recall@10"] / row["valid"]["recall@10"]
 
     return [
-        "## Why OneRec is below TIGER here (our reading)", "",
+        "## Where OneRec falls short of TIGER (our reading)", "",
+        popularity_reading(onerec, sasrec),
         f"- Budget: {onerec['steps']:,} steps of {onerec['batch_size']} examples "
         f"({onerec['steps'] * onerec['batch_size'] / onerec['training_pairs']:.0f} epochs) of a "
         f"{onerec['parameters'] / 1e6:.2f} M-parameter model on one shared CPU thread; TIGER's "
         "paper (as we recall it; not re-checked here) trains a ~13 M-parameter T5 (4 + 4 layers, d = 128, dropout 0.1) for 200k steps "
         f"of 256 on Beauty, {TIGER_EXAMPLES / (onerec['steps'] * onerec['batch_size']):.0f} "
-        "times as many examples. Validation Recall@10 was still rising with steps "
-        f"(beauty_sweep.md's 3,000-step figure against {onerec['valid']['recall@10']:.4f} "
-        f"at {onerec['steps']:,}).",
+        f"times as many examples (validation Recall@10 {onerec['valid']['recall@10']:.4f} at "
+        f"{onerec['steps']:,} steps; the other step counts tried are in beauty_steps.md).",
         "- Semantic IDs: TIGER quantises Sentence-T5 embeddings of each item's text (title, "
         "brand, category, price). Beauty.txt carries no item text, so our codes come from "
         "collaborative embeddings of consecutive training pairs; items rare in training get "
         "poorly placed codes.",
         f"- Validation to test: Recall@10 drops by {drop(onerec):.0%} for OneRec against "
-        f"{drop(sasrec):.0%} for SASRec on the same split, so the 12,000-step setting chosen "
-        "on validation generalises less well to the later test target than SASRec does.",
-        "- Dropout 0.1 (TIGER's) lowered validation Recall@10 at 3,000 steps (beauty_sweep.md) "
-        "and did not raise it at 12,000 (0.0809 against 0.0817: `onerec-lab evaluate-offline "
-        "--data Beauty.txt --split valid --dropout 0.1`, measured apart from this run).",
+        f"{drop(sasrec):.0%} for SASRec on the same split, so the {onerec['steps']:,}-step "
+        "setting chosen on validation generalises less well to the later test target than "
+        "SASRec does.",
     ]
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A saved beauty.json, with the popularity buckets' keys back to ints (JSON made them
+    strings); a missing or malformed file is a clear error."""
+    try:
+        saved = json.loads(path.read_text())
+        for row in saved["results"]:
+            for metrics in row.values():
+                if isinstance(metrics, dict) and "by_group" in metrics:
+                    metrics["by_group"] = {int(k): v for k, v in metrics["by_group"].items()}
+        missing = {"command", "load", "hardware"} - set(saved)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"--render needs {path} as a benchmark run wrote it (run "
+                         f"`python -m benchmarks.beauty` first); reading it failed: {error!r}"
+                         ) from error
+    return saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,8 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_from_namespace(BeautyBenchArgs, parser.parse_args(argv))
     torch.set_num_threads(args.threads)
     command = "python -m benchmarks.beauty " + shlex.join(sys.argv[1:] if argv is None else argv)
-    dataset = load_beauty(args.data, max_history=20)
     results = Path(args.results_dir)
+    if args.render:
+        saved = load_results(results / "beauty.json")
+        lines = report(saved["command"], saved["results"], tuple(saved["load"]),
+                       saved["hardware"])
+        (results / "beauty.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
+    dataset = load_beauty(args.data, max_history=20)
     results.mkdir(parents=True, exist_ok=True)
     if args.sweep_steps:
         rows = sweep(dataset, args)
@@ -286,11 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     rows = [measure("onerec", args.onerec_steps, dataset, args),
             measure("sasrec", args.sasrec_steps, dataset, args)]
-    lines = report(command.strip(), rows, (load_start, os.getloadavg()[0]))
+    load = (load_start, os.getloadavg()[0])
+    lines = report(command.strip(), rows, load, hardware_description())
     (results / "beauty.md").write_text("\n".join(lines) + "\n")
     (results / "beauty.json").write_text(json.dumps({
         "command": command.strip(), "hardware": hardware_description(),
-        "arguments": dataclasses.asdict(args), "default_steps": DEFAULT_STEPS,
+        "arguments": dataclasses.asdict(args), "default_steps": DEFAULT_STEPS, "load": load,
         "published": {name: dict(zip(METRICS, values, strict=True))
                       for name, values in PUBLISHED.items()},
         "results": rows,

@@ -59,6 +59,8 @@ class OneRecConfig:
     num_creators: int = 0  # creator embedding table size; 0 = no creator side feature
     num_categories: int = 0  # (leaf) category table size; 0 = no category side feature
     num_duration_buckets: int = 0  # duration-bucket table size; 0 = no duration side feature
+    item_id_input: bool = False  # also embed each input item's id (the report's "item id or
+    # SID" pathway input): num_items x d_model more parameters; output stays semantic IDs
     dropout: float = 0.0  # residual and attention dropout; 0 because RL needs exact log-probs
     session_items: int = 1  # items per generated sequence: 1 = point-wise, 5 = OneRec v1
 

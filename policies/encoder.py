@@ -136,6 +136,7 @@ class ItemEmbedding(nn.Module):
             if size:
                 self.side_features[name] = nn.Embedding(size, config.d_model)
                 self.register_buffer(f"item_{name}", torch.zeros(config.num_items, dtype=torch.long))
+        self.ids = nn.Embedding(config.num_items, config.d_model) if config.item_id_input else None
 
     def forward(self, items: Tensor) -> Tensor:
         """(B, T) item ids (-1 = padding) -> (B, T, D); padding rows are zero."""
@@ -145,6 +146,8 @@ class ItemEmbedding(nn.Module):
         embedded = self.codes(codes + self.level_offsets).sum(-2)  # (B, T, D)
         for name, table in self.side_features.items():
             embedded = embedded + table(getattr(self, f"item_{name}")[index])
+        if self.ids is not None:
+            embedded = embedded + self.ids(index)
         return embedded * valid.unsqueeze(-1)
 
 

@@ -55,16 +55,20 @@ class ItemEmbeddingConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-def consecutive_pairs(sequences: Sequence[np.ndarray]) -> np.ndarray:
-    """Co-engaged pairs from users' item sequences: every item with the one after it.
+def consecutive_pairs(sequences: Sequence[np.ndarray], window: int = 1) -> np.ndarray:
+    """Co-engaged pairs from users' item sequences: every item with the one after it, or
+    with each of the `window` items after it (a skip-gram window; 1 = consecutive only).
 
     Consecutive positives of a user are OneRec's main source of item-to-item pairs.
     Returns (P, 2) int64; repeated items (a, a) are dropped, as they teach nothing.
     """
+    if window < 1:
+        raise ValueError(f"window must be >= 1 (1: consecutive items only), got {window}")
     chunks = [
-        np.stack([sequence[:-1], sequence[1:]], axis=1)
+        np.stack([sequence[:-gap], sequence[gap:]], axis=1)
         for sequence in (np.asarray(s, dtype=np.int64) for s in sequences)
-        if len(sequence) > 1
+        for gap in range(1, window + 1)
+        if len(sequence) > gap
     ]
     if not chunks:
         return np.zeros((0, 2), dtype=np.int64)

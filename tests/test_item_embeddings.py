@@ -23,6 +23,11 @@ def test_consecutive_pairs_by_hand() -> None:
     sequences = [np.array([1, 2, 2, 3]), np.array([4]), np.array([5, 6])]
     assert consecutive_pairs(sequences).tolist() == [[1, 2], [2, 3], [5, 6]]
     assert consecutive_pairs([np.array([7])]).shape == (0, 2)
+    # window 2: each item also pairs with the one two places later (a gap-2 repeat dropped).
+    assert sorted(consecutive_pairs(sequences, window=2).tolist()) == [
+        [1, 2], [1, 2], [2, 3], [2, 3], [5, 6]]
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        consecutive_pairs(sequences, window=0)
 
 
 def test_info_nce_by_hand() -> None:

@@ -51,6 +51,20 @@ def test_scores_match_hand_computed_metrics() -> None:
     assert result["invalid_rate"] == 0.0 and result["users"] == 3
 
 
+def test_metrics_by_group_split_the_users() -> None:
+    result = evaluate_ranker(fixed_scorer, EXAMPLES, ks=(2,), batch_size=2,
+                             groups=np.array([7, 3, 7]))
+    by_group = result["by_group"]
+    assert sorted(by_group) == [3, 7] and (by_group[3]["users"], by_group[7]["users"]) == (1, 2)
+    # the pooled mean is the users-weighted mean of the groups'
+    pooled = sum(group["recall@2"] * group["users"] for group in by_group.values()) / 3
+    assert pooled == pytest.approx(result["recall@2"])
+    # user 1 (group 3) hits at rank 1; of group 7, user 0 hits and user 2 (rank 5) misses
+    assert (by_group[3]["recall@2"], by_group[7]["recall@2"]) == (1.0, 0.5)
+    with pytest.raises(ValueError, match="one label per example"):
+        evaluate_ranker(fixed_scorer, EXAMPLES, groups=np.array([1, 2]))
+
+
 def test_excluding_history_moves_targets_up() -> None:
     # user 0's history [0, 1] holds the item ahead of its target; user 2's history holds its target
     result = evaluate_ranker(fixed_scorer, EXAMPLES, ks=(1,), exclude_history=True)
@@ -134,9 +148,14 @@ def test_split_metrics_rank_the_chosen_split_targets(tmp_path) -> None:
     assert valid["users"] == test["users"] == 2
 
 
-@pytest.mark.parametrize(("model", "split"),
-                         [("sasrec", "test"), ("onerec", "test"), ("onerec", "valid")])
-def test_evaluate_offline_command_end_to_end(model: str, split: str, tmp_path) -> None:
+@pytest.mark.parametrize(("model", "split", "options"), [
+    ("sasrec", "test", ()), ("onerec", "test", ()), ("onerec", "valid", ()),
+    pytest.param("onerec", "test", ("--code-embeddings", "sasrec", "--item-id-input"),
+                 marks=pytest.mark.heavy),  # trains a 2,000-step SASRec for the codes
+    ("onerec", "test", ("--pair-window", "3")),
+])
+def test_evaluate_offline_command_end_to_end(model: str, split: str, options: tuple[str, ...],
+                                             tmp_path) -> None:
     rng = np.random.default_rng(0)
     lines = [
         " ".join(map(str, [user, *rng.integers(1, 31, size=rng.integers(4, 9))]))
@@ -145,13 +164,17 @@ def test_evaluate_offline_command_end_to_end(model: str, split: str, tmp_path) -
     data = tmp_path / "tiny_beauty.txt"
     data.write_text("\n".join(lines) + "\n")
     result = run_cli("evaluate-offline", "--data", str(data), "--model", model, "--steps", "3",
-                     "--batch-size", "8", "--codebook", "4", "--split", split, "--json")
+                     "--batch-size", "8", "--codebook", "4", "--split", split, "--json",
+                     *options)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["users"] == 40 and report["steps"] == 3 and report["split"] == split
     for name in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "invalid_rate"):
         assert 0.0 <= report[name] <= 1.0
     assert report["ndcg@10"] <= report["recall@10"] and report["hardware"]
+    if model == "onerec":
+        assert report["code_embeddings"] == ("sasrec" if "--code-embeddings" in options
+                                             else "infonce")
 
 
 def test_defaults_depend_on_the_model_and_bad_values_are_errors() -> None:
@@ -162,3 +185,5 @@ def test_defaults_depend_on_the_model_and_bad_values_are_errors() -> None:
         EvaluateOfflineArgs(data="x", embedding_temperature=0.0)
     with pytest.raises(ValueError, match="--dropout"):
         EvaluateOfflineArgs(data="x", dropout=1.0)
+    with pytest.raises(ValueError, match="--pair-window must be >= 1"):
+        EvaluateOfflineArgs(data="x", pair_window=0)

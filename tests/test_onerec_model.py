@@ -263,6 +263,18 @@ def test_side_features_enter_the_item_tokens():
         policy.set_item_features(creator=torch.full((NUM_ITEMS,), 10))
 
 
+def test_item_id_input_tells_items_with_the_same_codes_apart():
+    policy = tiny_policy(item_id_input=True).eval()
+    plain = tiny_policy().eval()
+    assert (sum(p.numel() for p in policy.parameters())
+            == sum(p.numel() for p in plain.parameters()) + NUM_ITEMS * policy.config.d_model)
+    policy.item_codes[4] = policy.item_codes[3]  # items 3 and 4 now share their codes
+    target = policy.item_codes[:1, None]
+    item_3, item_4 = (policy.log_prob(Context.from_history(torch.tensor([[item]])), target)
+                      for item in (3, 4))
+    assert not torch.equal(item_3, item_4)  # only the id embedding differs
+
+
 def test_items_without_codes_are_rejected_until_the_table_is_set():
     policy = build_policy(config_for("tiny", num_items=NUM_ITEMS, codebook_sizes=SIZES), seed=0)
     with pytest.raises(ValueError, match="set_item_codes"):

@@ -26,7 +26,7 @@ K top-k length of a generated list.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -112,13 +112,16 @@ def evaluate_ranker(
     ks: Sequence[int] = (5, 10),
     batch_size: int = 512,
     exclude_history: bool = False,
-) -> dict[str, float]:
+    groups: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Mean Recall@K and NDCG@K of a ranker over leave-one-out examples.
 
     The ranker gets each batch of histories (B, T) int64 (left-padded with BLANK) and returns
     either float scores over all items (B, N) or integer item lists (B, K') with K' >= max(ks)
     (BLANK for an invalid generation). Returns `recall@k`, `ndcg@k` per k, `invalid_rate` (the
-    share of generated list slots that are BLANK; 0 for a scorer) and `users`.
+    share of generated list slots that are BLANK; 0 for a scorer) and `users`. With `groups`
+    (U,) int labels (e.g. the target's popularity bucket), also `by_group`: label -> the same
+    means and `users` over that group's examples.
     """
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive cut-offs such as (5, 10), got {tuple(ks)}")
@@ -133,7 +136,10 @@ def evaluate_ranker(
         )
     if targets.numel() == 0:
         raise ValueError("examples are empty; evaluate on at least one user")
-    totals = dict.fromkeys(metrics_from_ranks(torch.zeros(1), ks), 0.0)
+    if groups is not None and np.shape(groups) != tuple(targets.shape):
+        raise ValueError(f"groups must hold one label per example ({targets.shape[0]},), got "
+                         f"shape {np.shape(groups)}")
+    all_ranks: list[torch.Tensor] = []
     invalid_slots, generated_slots = 0, 0
     with torch.no_grad():
         for start in range(0, targets.shape[0], batch_size):
@@ -160,10 +166,21 @@ def evaluate_ranker(
                 ranks = ranks_from_lists(lists, batch_targets)
                 invalid_slots += int((output < 0).sum())
                 generated_slots += output.numel()
-            for name, value in metrics_from_ranks(ranks, ks).items():
-                totals[name] += value
+            all_ranks.append(ranks)
+    ranks = torch.cat(all_ranks)  # (U,)
     users = int(targets.shape[0])
-    result = {name: value / users for name, value in totals.items()}
+    result: dict[str, Any] = {
+        name: value / users for name, value in metrics_from_ranks(ranks, ks).items()}
+    if groups is not None:
+        labels = torch.as_tensor(np.asarray(groups))
+        result["by_group"] = {}
+        for label in labels.unique().tolist():
+            members = ranks[labels == label]
+            result["by_group"][int(label)] = {
+                **{name: value / len(members)
+                   for name, value in metrics_from_ranks(members, ks).items()},
+                "users": len(members),
+            }
     result["invalid_rate"] = invalid_slots / generated_slots if generated_slots else 0.0
     result["users"] = users
     return result

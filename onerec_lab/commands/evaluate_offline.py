@@ -7,10 +7,11 @@ time, hardware) is part of the result: a figure means little without it. `--spli
 ranks the validation targets instead (tune there, report test once).
 
 The OneRec defaults are the setting tuned on Beauty's validation split
-(`benchmarks/results/beauty.md`, `beauty_sweep.md`): item embeddings at InfoNCE temperature
-0.2, 3 x 256 RQ-Kmeans codes, the dense `beauty` preset, 12,000 steps of 128 examples in
-batches of one history length, beam 20. `--exclude-history` drops each user's history items
-from SASRec's scores or from OneRec's beams (the S3-Rec code's convention).
+(`benchmarks/results/beauty.md`, `beauty_sweep.md`, `beauty_steps.md`): item embeddings at
+InfoNCE temperature 0.2, 3 x 256 RQ-Kmeans codes, the dense `beauty` preset, dropout 0.1,
+48,000 steps of 128 examples in batches of one history length, beam 20. `--exclude-history`
+drops each user's history items from SASRec's scores or from OneRec's beams (the S3-Rec
+code's convention).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ KS = (5, 10)  # TIGER reports Recall and NDCG at 5 and 10
 ONEREC_LEARNING_RATE = 2e-3  # AdamW peak step of OneRec (1e-3: valid Recall@10 0.0726 against
 # 0.0715 at 3,000 steps, within noise; beauty_sweep.md)
 ONEREC_WARMUP_STEPS = 20  # linear warm-up of OneRec's learning rate (at most a tenth of the steps)
-# Optimiser steps when --steps is not given. OneRec (batch 128): valid Recall@10 0.0715 at
-# 3,000 steps, 0.0817 at 12,000 (benchmarks/results/beauty*.md); SASRec: SASRecConfig's 2,000.
-DEFAULT_STEPS = {"onerec": 12_000, "sasrec": SASRecConfig.steps}
+# Optimiser steps when --steps is not given. OneRec (batch 128, dropout 0.1): valid Recall@10
+# 0.0845 at 24,000 steps, 0.0868 at 36,000, 0.0890 at 48,000, 0.0873 at 60,000
+# (benchmarks/results/beauty_steps.md); SASRec: SASRecConfig's 2,000.
+DEFAULT_STEPS = {"onerec": 48_000, "sasrec": SASRecConfig.steps}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class EvaluateOfflineArgs:
     model: Literal["onerec", "sasrec"] = "onerec"  # semantic-ID OneRec or item-id SASRec
     split: Literal["valid", "test"] = "test"  # rank the validation or the test targets
     preset: str = "beauty"  # OneRec size preset (policies.config.PRESETS); SASRec has one size
-    steps: int | None = None  # optimiser steps; default OneRec 12,000, SASRec 2,000 (~11 epochs)
+    steps: int | None = None  # optimiser steps; default OneRec 48,000 (47 epochs), SASRec 2,000
     seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
     batch_size: int = 128  # training examples (SASRec: windows) per optimiser step
     beam: int = 20  # OneRec beam width; must be >= 10 to fill a top-10 list
@@ -64,8 +66,14 @@ class EvaluateOfflineArgs:
     balanced: bool = False  # OneRec: balanced RQ-Kmeans (OneRec v1); Beauty valid 0.0696 < 0.0715
     embedding_temperature: float = 0.2  # OneRec item-embedding InfoNCE temperature; 0.2 gave
     # the best codes on Beauty (valid Recall@10 0.0715, vs 0.0522 at 0.07 and 0.0637 at 0.5)
+    code_embeddings: Literal["infonce", "sasrec"] = "infonce"  # OneRec codes quantise these
+    # item embeddings: InfoNCE's, or the item table of a SASRec trained on the same training
+    # split (validation comparison in beauty_sweep.md)
+    pair_window: int = 1  # OneRec: InfoNCE pairs each item with the next `pair_window` items
+    item_id_input: bool = False  # OneRec: encoder item tokens also add an item-id embedding
     group_by_length: bool = True  # OneRec: batches of one history length (~2x faster steps)
-    dropout: float = 0.0  # OneRec dropout while training (0.1: valid 0.0680 < 0.0715 at 3,000)
+    dropout: float = 0.1  # OneRec dropout while training (TIGER's 0.1): it costs at 3,000 steps
+    # and pays over a long run (validation figures in beauty_sweep.md and beauty_steps.md)
     learning_rate: float | None = None  # AdamW step; default SASRec 3e-3, OneRec 2e-3
     exclude_history: bool = False  # drop history items from the ranking (the S3-Rec code's rule)
     json: bool = False  # print one JSON object instead of a table
@@ -73,7 +81,7 @@ class EvaluateOfflineArgs:
     def __post_init__(self) -> None:
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.model])
-        for name in ("steps", "batch_size", "codebook"):
+        for name in ("steps", "batch_size", "codebook", "pair_window"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
@@ -139,17 +147,28 @@ def train_sasrec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
     return TrainedRanker(model.scores, float(np.mean(losses[-10:])), details)
 
 
+def code_embeddings(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> torch.Tensor:
+    """The item embeddings (N, D) that RQ-Kmeans turns into semantic IDs, learnt from the
+    training sequences only: InfoNCE over co-engaged pairs, or a SASRec's item table."""
+    if args.code_embeddings == "sasrec":
+        model = train_sasrec(dataset.train_sequences, dataset.num_items,
+                             SASRecConfig(seed=args.seed))
+        return model.item_embedding.weight.detach()[:dataset.num_items].float()  # (N, D)
+    pairs = consecutive_pairs(dataset.train_sequences, window=args.pair_window)
+    embedding_config = ItemEmbeddingConfig(temperature=args.embedding_temperature, seed=args.seed)
+    return train_item_embeddings(dataset.num_items, pairs, embedding_config)  # (N, D)
+
+
 def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> TrainedRanker:
     """Semantic IDs from the training sequences, then OneRec trained by next-token prediction
     on (history -> next item) pairs; it ranks by trie-constrained beam search."""
-    pairs = consecutive_pairs(dataset.train_sequences)
-    embedding_config = ItemEmbeddingConfig(temperature=args.embedding_temperature, seed=args.seed)
-    embeddings = train_item_embeddings(dataset.num_items, pairs, embedding_config)
+    embeddings = code_embeddings(dataset, args)
     quantizer = RQKMeansConfig(codebook_sizes=(args.codebook,) * 3, balanced=args.balanced,
                                seed=args.seed)
     codec = build_semantic_ids(embeddings, quantizer).codec
     config = config_for(args.preset, num_items=dataset.num_items,
-                        codebook_sizes=codec.codebook_sizes, dropout=args.dropout)
+                        codebook_sizes=codec.codebook_sizes, dropout=args.dropout,
+                        item_id_input=args.item_id_input)
     policy = build_policy(config, seed=args.seed)
     policy.set_item_codes(codec.item_codes)
     histories, targets = next_item_examples(dataset.train_sequences, max_history=20)
@@ -169,6 +188,7 @@ def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
         return beam_search(policy, context, args.beam, constraint).items.cpu()  # (B, beam)
 
     details = {"codebook_sizes": list(codec.codebook_sizes), "preset": args.preset,
+               "code_embeddings": args.code_embeddings, "dropout": args.dropout,
                "beam": args.beam, "training_pairs": len(targets),
                "parameters": sum(p.numel() for p in policy.parameters())}
     return TrainedRanker(ranker, result.final_loss, details)
@@ -182,15 +202,18 @@ def train_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> Trained
 
 def split_metrics(
     ranker: Ranker, dataset: SequenceDataset, split: Literal["valid", "test"],
-    exclude_history: bool = False,
-) -> dict[str, float]:
-    """Recall@5/10, NDCG@5/10, the invalid rate and the user count on one split's targets."""
+    exclude_history: bool = False, groups: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Recall@5/10, NDCG@5/10, the invalid rate and the user count on one split's targets
+    (and `by_group`, the same per label, when `groups` gives one label per user)."""
     held_out = dataset.valid if split == "valid" else dataset.test
-    metrics = evaluate_ranker(ranker, held_out, ks=KS, exclude_history=exclude_history)
+    metrics = evaluate_ranker(ranker, held_out, ks=KS, exclude_history=exclude_history,
+                              groups=groups)
     return {
         **{f"{name}@{k}": metrics[f"{name}@{k}"] for k in KS for name in ("recall", "ndcg")},
         "invalid_rate": metrics["invalid_rate"],
         "users": metrics["users"],
+        **({"by_group": metrics["by_group"]} if groups is not None else {}),
     }
 
 
