@@ -19,7 +19,6 @@ per session, mean ± std over seeds). Writes `ablations<suffix>.md`, `.json`, `.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +29,7 @@ import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, spread, study_main, write_study
+from benchmarks.study import Study, build_world, spread, study_machine, study_main, write_study
 from rewards import build
 from trainers.evaluate import OneRecRecommender
 
@@ -132,8 +131,7 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
                                                         "legality")},
         "tables": tables,
         "pass_at_k": pass_at_k,
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
-                   f"{torch.__version__}, 1 thread",
+        "machine": study_machine(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     report = write_study(args.results, "ablations", args.preset, result,

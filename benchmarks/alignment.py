@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,7 +34,15 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from benchmarks.study import BASELINES, Study, WorldConfig, build_world, spread, study_main
+from benchmarks.study import (
+    BASELINES,
+    Study,
+    WorldConfig,
+    build_world,
+    spread,
+    study_machine,
+    study_main,
+)
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
 from rewards import EnvReward, build, parse_spec
 
@@ -290,8 +297,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         "curves": curves,
         "stability": stability,
         "timings_s": timings,
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
-                   f"{torch.__version__}, 1 thread",
+        "machine": study_machine(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     results = Path(args.results)

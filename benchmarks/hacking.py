@@ -15,7 +15,6 @@ Writes `hacking<suffix>.md`, `.json` and `hacking<suffix>.png` under `--results`
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import torch
 
 from benchmarks.alignment import NTP_WEIGHT
 from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, study_main, write_study
+from benchmarks.study import Study, build_world, study_machine, study_main, write_study
 from envs.logs import collect_sessions
 from policies.cascade import CascadeRecommender
 from rewards import ParetoConfig, PScoreTrainConfig, fit_pscore
@@ -139,8 +138,7 @@ def run(args: HackingBenchArgs) -> dict[str, Any]:
         "evaluations": evaluations,
         "summary": summary,
         "curves": curves,
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
-                   f"{torch.__version__}, 1 thread",
+        "machine": study_machine(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     report = write_study(args.results, "hacking", args.preset, result,

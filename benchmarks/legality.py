@@ -17,7 +17,6 @@ Writes `legality<suffix>.md`, `.json` and `.png` under `--results`.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from benchmarks.alignment import (
     run_tasks,
     start_worker,
 )
-from benchmarks.study import build_world, spread, study_main, write_study
+from benchmarks.study import build_world, spread, study_machine, study_main, write_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NTP_WEIGHTS = (1.0, 0.1)  # the lab's default co-training, and a weak one
@@ -118,8 +117,7 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
         "rl": rl_settings(alignment),
         "table": table,
         "curves": {name: cell["curves"] for name, cell in cells.items()},
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
-                   f"{torch.__version__}, 1 thread per worker",
+        "machine": study_machine(per_worker=True),
         "seconds": round(time.perf_counter() - started, 1),
     }
     report = write_study(args.results, "legality", args.preset, result,

@@ -24,7 +24,6 @@ Writes `stability<suffix>.md`, `.json` and `.png` under `--results`.
 from __future__ import annotations
 
 import copy
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ from benchmarks.alignment import (
     start_worker,
     worker_study,
 )
-from benchmarks.study import build_world, spread, study_main, write_study
+from benchmarks.study import build_world, spread, study_machine, study_main, write_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOSSES = ("grpo", "ecpo")
@@ -141,8 +140,7 @@ def run(args: StabilityBenchArgs) -> dict[str, Any]:
         "pretrained": {name: pretrained[name] for name in ("true_watch_time", "legality")},
         "table": table,
         "curves": {name: cell["curves"] for name, cell in cells.items()},
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch "
-                   f"{torch.__version__}, 1 thread per worker",
+        "machine": study_machine(per_worker=True),
         "seconds": round(time.perf_counter() - started, 1),
     }
     report = write_study(args.results, "stability", args.preset, result,

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import json
+import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
 from envs.logs import LoggedSessions
@@ -179,6 +181,12 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(array.mean()),
             "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
+
+
+def study_machine(per_worker: bool = False) -> str:
+    """The machine line of a study's result: architecture, Python, torch, torch threads."""
+    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
+            f"1 thread{' per worker' if per_worker else ''}")
 
 
 def write_study(folder: str, name: str, preset: str, result: dict[str, Any],
