@@ -49,6 +49,7 @@ from onerec_lab.commands.evaluate_offline import (
     split_metrics,
     train_ranker,
 )
+from policies.config import PRESETS
 from policies.sasrec import SASRecConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -88,6 +89,8 @@ class BeautyBenchArgs:
     sasrec_steps: int | None = None  # SASRec optimiser steps; None = evaluate-offline's 2,000
     seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
     codebook: int = 256  # OneRec codes per level (TIGER's 3 x 256; smaller for smoke tests)
+    preset: str | None = None  # OneRec size preset; None = evaluate-offline's default
+    dropout: float | None = None  # OneRec training dropout; None = evaluate-offline's default
     threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
     sweep_steps: int = 0  # > 0: instead, the validation sweep (SWEEP) at this many steps
     render: bool = False  # instead, rewrite beauty.md from the results dir's beauty.json
@@ -129,8 +132,10 @@ def progress(message: str) -> None:
 def measure(model: str, steps: int | None, dataset: SequenceDataset, args: BeautyBenchArgs
             ) -> dict[str, Any]:
     """Train `model` once with evaluate-offline's defaults; rank validation and test."""
+    overrides = {name: getattr(args, name) for name in ("preset", "dropout")
+                 if model == "onerec" and getattr(args, name) is not None}
     settings = EvaluateOfflineArgs(data=args.data, model=model, steps=steps, seed=args.seed,
-                                   codebook=args.codebook)
+                                   codebook=args.codebook, **overrides)
     default_learning_rate = (ONEREC_LEARNING_RATE if model == "onerec"
                              else SASRecConfig.learning_rate)
     progress(f"{model}: training {settings.steps:,} steps")
@@ -247,8 +252,8 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
         "",
         *popularity_section(onerec, sasrec),
         "## Budget and settings", "",
-        f"- OneRec: {onerec['parameters']:,} parameters (preset `{settings['preset']}`: the "
-        "`tiny` shape without MoE), codes "
+        f"- OneRec: {onerec['parameters']:,} parameters (preset `{settings['preset']}`: "
+        f"{preset_shape(settings['preset'])}), codes "
         f"{' x '.join(map(str, onerec['codebook_sizes']))} (RQ-Kmeans"
         f"{', balanced' if settings['balanced'] else ''} on item embeddings trained by InfoNCE "
         f"at temperature {settings['embedding_temperature']} on consecutive training pairs; "
@@ -274,6 +279,17 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
     if not all(onerec["test"][name] > TIGER[name] for name in ("recall@10", "ndcg@10")):
         lines += ["", *shortfall(onerec, sasrec)]
     return lines
+
+
+def preset_shape(name: str) -> str:
+    """A preset's shape in words, e.g. "d = 64, 2 + 2 layers, FFN 128, dense"."""
+    config = PRESETS[name]
+    where = " and ".join(part for part, used in (("encoder", config.moe_in_encoder),
+                                                 ("decoder", config.moe_in_decoder)) if used)
+    experts = (f"{where} MoE of {config.num_experts} experts, {config.experts_active} active"
+               if config.num_experts and where else "dense")
+    return (f"d = {config.d_model}, {config.encoder_layers} + {config.decoder_layers} layers, "
+            f"FFN {config.ffn_hidden}, {experts}")
 
 
 def popularity_section(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:

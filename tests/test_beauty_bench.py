@@ -29,6 +29,7 @@ def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None
     write_tiny_beauty(data)
     command = [sys.executable, "-m", "benchmarks.beauty", "--data", str(data),
                "--onerec-steps", "3", "--sasrec-steps", "3", "--codebook", "4",
+               "--preset", "tiny", "--dropout", "0.0",
                "--results-dir", str(tmp_path / "results")]
     completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                capture_output=True, text=True, timeout=600, check=False)
@@ -37,6 +38,8 @@ def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None
     onerec, sasrec = result["results"]
     assert (onerec["model"], onerec["steps"], sasrec["model"], sasrec["steps"]) == (
         "onerec", 3, "sasrec", 3)
+    # --preset and --dropout override evaluate-offline's OneRec defaults (beauty, 0.1)
+    assert (onerec["settings"]["preset"], onerec["settings"]["dropout"]) == ("tiny", 0.0)
     for row in (onerec, sasrec):
         for split in ("valid", "test", "valid_history_masked", "test_history_masked"):
             assert row[split]["users"] == 40
