@@ -267,6 +267,26 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
         f"- SASRec: {sasrec['steps']:,} steps of {sasrec['batch_size']} windows, "
         f"width {sasrec['width']}, {sasrec['layers']} layers, {sasrec['negatives']} sampled "
         f"negatives; {sasrec['train_seconds']:.0f} s.",
+        chosen_or_variant(onerec),
+    ]
+    if not all(onerec["test"][name] > TIGER[name] for name in ("recall@10", "ndcg@10")):
+        lines += ["", *shortfall(onerec, sasrec)]
+    return lines
+
+
+def chosen_or_variant(onerec: dict[str, Any]) -> str:
+    """The last budget line: how the OneRec settings were chosen, or what a variant run changed."""
+    settings = onerec["settings"]
+    defaults = {field.name: field.default for field in dataclasses.fields(EvaluateOfflineArgs)}
+    defaults["steps"] = DEFAULT_STEPS["onerec"]
+    used = {**settings, "steps": onerec["steps"]}
+    names = [name for name in ("preset", "dropout", "steps") if used[name] != defaults[name]]
+    if names:
+        return (f"- A variant run: {', '.join(f'{name} {used[name]}' for name in names)} "
+                f"instead of evaluate-offline's current default "
+                f"({', '.join(f'{name} {defaults[name]}' for name in names)}); "
+                "beauty_steps.md compares it with the chosen setting on the validation split.")
+    return (
         f"- The OneRec settings (InfoNCE temperature {settings['embedding_temperature']}, "
         f"{'balanced' if settings['balanced'] else 'plain'} RQ-Kmeans, learning rate "
         f"{onerec['learning_rate']:g}, the `{settings['preset']}` preset, dropout "
@@ -274,11 +294,8 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
         "the validation figures above are those of the reported model. The variants against "
         "which they were chosen: `python -m benchmarks.beauty --sweep-steps 3000` "
         "(beauty_sweep.md) and, for the number of steps and dropout, the longer runs in "
-        "beauty_steps.md.",
-    ]
-    if not all(onerec["test"][name] > TIGER[name] for name in ("recall@10", "ndcg@10")):
-        lines += ["", *shortfall(onerec, sasrec)]
-    return lines
+        "beauty_steps.md."
+    )
 
 
 def preset_shape(name: str) -> str:

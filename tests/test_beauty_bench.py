@@ -52,6 +52,9 @@ def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None
     assert "| TIGER (paper) | 0.0454 | 0.0321 | 0.0648 | 0.0384 |" in table
     assert "Command: `python -m benchmarks.beauty --data" in table
     assert "## Recall@10 by how often the target occurs in training" in table
+    assert ("- A variant run: preset tiny, dropout 0.0, steps 3 instead of evaluate-offline's "
+            "current default (preset beauty, dropout 0.1, steps 48000)") in table
+    assert "were chosen on the validation split" not in table  # only the defaults' run says so
     below = onerec["test"]["recall@10"] <= 0.0648 or onerec["test"]["ndcg@10"] <= 0.0384
     assert ("## Where OneRec falls short of TIGER" in table) == below
     # --render rewrites the same beauty.md from beauty.json alone (the data file is not read)
