@@ -390,9 +390,9 @@ def shortfall(onerec: dict[str, Any], sasrec: dict[str, Any]) -> list[str]:
     ]
 
 
-def load_results(path: Path) -> dict[str, Any]:
+def load_results(path: Path, needed_by: str = "--render") -> dict[str, Any]:
     """A saved beauty.json, with the popularity buckets' keys back to ints (JSON made them
-    strings); a missing or malformed file is a clear error."""
+    strings); a missing or malformed file is a clear error naming what `needed_by` it."""
     try:
         saved = json.loads(path.read_text())
         for row in saved["results"]:
@@ -403,7 +403,7 @@ def load_results(path: Path) -> dict[str, Any]:
         if missing:
             raise KeyError(", ".join(sorted(missing)))
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"--render needs {path} as a benchmark run wrote it (run "
+        raise SystemExit(f"{needed_by} needs {path} as a benchmark run wrote it (run "
                          f"`python -m benchmarks.beauty` first); reading it failed: {error!r}"
                          ) from error
     return saved
