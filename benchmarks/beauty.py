@@ -1,6 +1,7 @@
 """Amazon Beauty with TIGER's protocol: OneRec (semantic IDs) and SASRec (item ids) against TIGER.
 
     python -m benchmarks.beauty [--onerec-steps N] [--sasrec-steps N] [--seed S]
+                                [--preset P] [--dropout D]   (OneRec variants of the defaults)
     python -m benchmarks.beauty --sweep-steps 3000
     python -m benchmarks.beauty --render
 
