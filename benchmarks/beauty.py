@@ -1,7 +1,8 @@
 """Amazon Beauty with TIGER's protocol: OneRec (semantic IDs) and SASRec (item ids) against TIGER.
 
     python -m benchmarks.beauty [--onerec-steps N] [--sasrec-steps N] [--seed S]
-                                [--preset P] [--dropout D]   (OneRec variants of the defaults)
+                                [--preset P] [--dropout D] [--repeat-bias | --no-repeat-bias]
+                                (OneRec variants of the defaults)
     python -m benchmarks.beauty --sweep-steps 3000
     python -m benchmarks.beauty --render
 
@@ -75,6 +76,7 @@ SWEEP: dict[str, dict[str, Any]] = {
     "codes from SASRec's item embeddings": {"code_embeddings": "sasrec"},
     "InfoNCE pairs within 3 positions": {"pair_window": 3},
     "item-id embedding added to the input": {"item_id_input": True},
+    "no repeat bias": {"repeat_bias": False},
     "0.015B shape (d = 128, 2 + 2 layers)": {"preset": "0.015B"},
     "codebook / 4 (3 x 64 at --codebook 256)": {"codebook_scale": 0.25},
     "codebook x 4 (3 x 1024 at --codebook 256)": {"codebook_scale": 4.0},
@@ -92,6 +94,7 @@ class BeautyBenchArgs:
     codebook: int = 256  # OneRec codes per level (TIGER's 3 x 256; smaller for smoke tests)
     preset: str | None = None  # OneRec size preset; None = evaluate-offline's default
     dropout: float | None = None  # OneRec training dropout; None = evaluate-offline's default
+    repeat_bias: bool | None = None  # OneRec repeat bias (policies.repeat); None = the default
     threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
     sweep_steps: int = 0  # > 0: instead, the validation sweep (SWEEP) at this many steps
     render: bool = False  # instead, rewrite beauty.md from the results dir's beauty.json
@@ -133,7 +136,7 @@ def progress(message: str) -> None:
 def measure(model: str, steps: int | None, dataset: SequenceDataset, args: BeautyBenchArgs
             ) -> dict[str, Any]:
     """Train `model` once with evaluate-offline's defaults; rank validation and test."""
-    overrides = {name: getattr(args, name) for name in ("preset", "dropout")
+    overrides = {name: getattr(args, name) for name in ("preset", "dropout", "repeat_bias")
                  if model == "onerec" and getattr(args, name) is not None}
     settings = EvaluateOfflineArgs(data=args.data, model=model, steps=steps, seed=args.seed,
                                    codebook=args.codebook, **overrides)
@@ -161,7 +164,7 @@ def measure(model: str, steps: int | None, dataset: SequenceDataset, args: Beaut
     if model == "onerec":
         row["settings"] = {field: getattr(settings, field) for field in (
             "preset", "beam", "codebook", "balanced", "embedding_temperature",
-            "group_by_length", "dropout")}
+            "group_by_length", "dropout", "repeat_bias")}
     return row
 
 
@@ -236,6 +239,7 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
         f"masking) or with the user's history items dropped from its {settings['beam']} beams; "
         "SASRec scores every item, with or without the history items masked (the S3-Rec "
         "code's rule, which SASRec's published Beauty figures follow).", "",
+        *repeat_bias_lines(onerec),
         "## Test split", "",
         "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | steps | train wall time |",
         "|---|---|---|---|---|---|---|",
@@ -275,27 +279,55 @@ def report(command: str, rows: list[dict[str, Any]], load: tuple[float, float],
     return lines
 
 
+def repeat_bias_lines(onerec: dict[str, Any]) -> list[str]:
+    """What the learned repeat bias is and what it learned, when the run used it."""
+    learned = onerec.get("repeat_bias")
+    if not learned:
+        return []
+    return [
+        "OneRec's decoder here has the learned repeat bias (`--repeat-bias`, policies/repeat.py): "
+        "per code level, one logit offset for codes that continue one of the user's history "
+        "items and one for codes that commit to history items only, trained with the rest of "
+        "the model by next-token prediction on the training pairs, and part of every "
+        "probability it reports (training, `log_prob`, beam search). "
+        + (f"{onerec['training_targets_in_history']:,} of the {onerec['training_pairs']:,} "
+           "training targets repeat an item of their history. "
+           if "training_targets_in_history" in onerec else "")
+        + "The model learned offsets of "
+        f"{', '.join(f'{b:+.2f}' for b in learned['continues'])} (continues, levels 1 to "
+        f"{len(learned['continues'])}) and {', '.join(f'{b:+.2f}' for b in learned['commits'])} "
+        "(commits; on the last level both marks fall on the same codes, so their offsets "
+        "add). Its \"as generated\" lists are what this model generates, with no filter "
+        "after the search; the history-dropped row still filters them.", "",
+    ]
+
+
 def chosen_or_variant(onerec: dict[str, Any]) -> str:
     """The last budget line: how the OneRec settings were chosen, or what a variant run changed."""
     settings = onerec["settings"]
     defaults = {field.name: field.default for field in dataclasses.fields(EvaluateOfflineArgs)}
     defaults["steps"] = DEFAULT_STEPS["onerec"]
-    used = {**settings, "steps": onerec["steps"]}
-    names = [name for name in ("preset", "dropout", "steps") if used[name] != defaults[name]]
+    used = {"repeat_bias": False, **settings, "steps": onerec["steps"]}  # older runs had none
+    names = [name for name in ("preset", "dropout", "repeat_bias", "steps")
+             if used[name] != defaults[name]]
     if names:
         return (f"- A variant run: {', '.join(f'{name} {used[name]}' for name in names)} "
                 f"instead of evaluate-offline's current default "
                 f"({', '.join(f'{name} {defaults[name]}' for name in names)}); "
-                "beauty_steps.md compares it with the chosen setting on the validation split.")
+                + ("beauty_repeat.md" if "repeat_bias" in names else "beauty_steps.md")
+                + " compares it with the chosen setting on the validation split.")
     return (
         f"- The OneRec settings (InfoNCE temperature {settings['embedding_temperature']}, "
         f"{'balanced' if settings['balanced'] else 'plain'} RQ-Kmeans, learning rate "
         f"{onerec['learning_rate']:g}, the `{settings['preset']}` preset, dropout "
-        f"{settings['dropout']}, {onerec['steps']:,} steps) were chosen on the validation split; "
-        "the validation figures above are those of the reported model. The variants against "
-        "which they were chosen: `python -m benchmarks.beauty --sweep-steps 3000` "
-        "(beauty_sweep.md) and, for the number of steps and dropout, the longer runs in "
-        "beauty_steps.md."
+        f"{settings['dropout']}, {onerec['steps']:,} steps"
+        + (", the repeat bias" if settings.get("repeat_bias") else "")
+        + ") were chosen on the validation split; the validation figures above are those of "
+        "the reported model. The variants against which they were chosen: `python -m "
+        "benchmarks.beauty --sweep-steps 3000` (beauty_sweep.md), for the number of steps "
+        "and dropout the longer runs in beauty_steps.md"
+        + (", for the repeat bias beauty_repeat.md" if settings.get("repeat_bias") else "")
+        + "."
     )
 
 

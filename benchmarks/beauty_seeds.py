@@ -1,14 +1,16 @@
 """Amazon Beauty across seeds: how much the benchmark's figures move from one seed to the next.
 
-    python -m benchmarks.beauty --seed 1 --results-dir benchmarks/results/beauty_seeds/seed1
-    python -m benchmarks.beauty --seed 2 --results-dir benchmarks/results/beauty_seeds/seed2
-    python -m benchmarks.beauty_seeds
+    python -m benchmarks.beauty --seed 0 --results-dir benchmarks/results/beauty_repeat/seed0
+    python -m benchmarks.beauty --seed 1 --results-dir benchmarks/results/beauty_repeat/seed1
+    python -m benchmarks.beauty_seeds --results-dir benchmarks/results/beauty_repeat
 
 The seed drives everything random in a run (item embeddings, codes, initialisation, batch
-order, dropout), so the runs differ only by chance. This module reads the default run
-(benchmarks/results/beauty.json, seed 0) and every beauty_seeds/seed*/beauty.json, and writes
-beauty_seeds.md and .json: each seed's test figures, their mean and sample standard deviation,
-and how many seeds clear TIGER's published figures.
+order, dropout), so the runs differ only by chance. This module reads, under `--results-dir`
+(default benchmarks/results), the default run's beauty.json (seed 0) if there is one and every
+beauty_seeds/seed*/beauty.json and seed*/beauty.json, and writes beauty_seeds.md and .json
+there: each seed's test figures, their mean and sample standard deviation, and how many seeds
+clear TIGER's published figures. Runs trained with other settings than the first (steps,
+OneRec's settings) are an error: a summary holds runs that differ only by seed.
 """
 
 from __future__ import annotations
@@ -40,24 +42,46 @@ COLUMNS = (
 class BeautySeedsArgs:
     """Arguments of the seed summary."""
 
-    results_dir: str = str(RESULTS)  # holds beauty.json (seed 0) and beauty_seeds/seed*/
+    results_dir: str = str(RESULTS)  # holds beauty.json, beauty_seeds/seed*/ or seed*/ runs
 
 
 def seed_runs(results: Path) -> dict[int, dict[str, Any]]:
     """Seed -> {model: result row} of the default run and every saved seed run."""
-    paths = [results / "beauty.json", *sorted((results / "beauty_seeds").glob("seed*/beauty.json"))]
+    paths = [path for path in [results / "beauty.json"] if path.exists()] + sorted(
+        [*(results / "beauty_seeds").glob("seed*/beauty.json"), *results.glob("seed*/beauty.json")]
+    )
     runs: dict[int, dict[str, Any]] = {}
+    first: tuple[Path, dict[str, Any]] | None = None
     for path in paths:
         saved = load_results(path, needed_by="the seed summary")
         seed = int(saved.get("arguments", {}).get("seed", 0))
         if seed in runs:
             raise SystemExit(f"{path} repeats seed {seed}; keep one run per seed")
         runs[seed] = {row["model"]: row for row in saved["results"]}
+        setting = run_setting(runs[seed])
+        if first is None:
+            first = (path, setting)
+        elif setting != first[1]:
+            differ = sorted(k for k in setting if setting[k] != first[1].get(k))
+            raise SystemExit(
+                f"{path} was trained with other settings than {first[0]} ({', '.join(differ)}: "
+                f"{', '.join(str(setting[k]) for k in differ)} against "
+                f"{', '.join(str(first[1].get(k)) for k in differ)}); a seed summary compares "
+                "runs that differ only by seed: keep other variants in another --results-dir"
+            )
     if len(runs) < 2:
         raise SystemExit(f"the seed summary needs at least two runs; found {len(runs)} under "
                          f"{results} (run the benchmark with --seed 1 --results-dir "
                          f"{results / 'beauty_seeds' / 'seed1'})")
     return runs
+
+
+def run_setting(run: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal across the runs of one summary: both models' steps, OneRec's settings
+    (runs from before the repeat bias existed had it off)."""
+    onerec = run["onerec"]
+    return {"repeat_bias": False, **onerec.get("settings", {}),
+            "onerec_steps": onerec.get("steps"), "sasrec_steps": run["sasrec"].get("steps")}
 
 
 def summary(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -74,11 +98,13 @@ def summary(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         return [seed for seed in sorted(runs) if all(
             runs[seed]["onerec"][split][key] > TIGER[key] for key in ("recall@10", "ndcg@10"))]
 
-    return {"seeds": sorted(runs), "columns": columns, "above_tiger": above("test"),
+    return {"seeds": sorted(runs), "columns": columns,
+            "setting": run_setting(runs[min(runs)]), "above_tiger": above("test"),
             "above_tiger_history_dropped": above("test_history_masked")}
 
 
-def report(result: dict[str, Any]) -> list[str]:
+def report(result: dict[str, Any], command: str = "python -m benchmarks.beauty_seeds"
+           ) -> list[str]:
     """The markdown of beauty_seeds.md."""
     columns = result["columns"]
     titles = list(columns)
@@ -86,12 +112,17 @@ def report(result: dict[str, Any]) -> list[str]:
     tiger = {title: TIGER[key] for title, model, split, key in COLUMNS
              if (model, split) == ("onerec", "test")}  # the columns TIGER's paper reports
     ndcg = columns["OneRec N@10"]
+    setting = result["setting"]
     return [
         "# Amazon Beauty across seeds (test split)", "",
-        "Command: `python -m benchmarks.beauty_seeds`, over `python -m benchmarks.beauty` "
-        f"(seed 0, beauty.json) and `--seed S` runs in beauty_seeds/seedS/ ({len(seeds)} seeds: "
-        f"{', '.join(map(str, seeds))}). Each run trains both models anew with "
-        "evaluate-offline's defaults; OneRec as generated unless the column says otherwise.", "",
+        f"Command: `{command}`, over `python -m benchmarks.beauty` runs "
+        f"(beauty.json, beauty_seeds/seedS/ or seedS/ under the results directory; {len(seeds)} "
+        "seeds: "
+        f"{', '.join(map(str, seeds))}). Each run trains both models anew with the same "
+        f"settings (OneRec: preset {setting.get('preset')}, dropout {setting.get('dropout')}, "
+        f"repeat bias {'on' if setting['repeat_bias'] else 'off'}, {setting['onerec_steps']:,} "
+        f"steps; SASRec {setting['sasrec_steps']:,} steps); OneRec as generated unless the "
+        "column says otherwise.", "",
         "| seed | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles),
         *(f"| {seed} | " + " | ".join(f"{columns[t]['values'][i]:.4f}" for t in titles) + " |"
           for i, seed in enumerate(seeds)),
@@ -121,11 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_from_namespace(BeautySeedsArgs, parser.parse_args(argv))
     results = Path(args.results_dir)
     result = summary(seed_runs(results))
-    lines = report(result)
+    command = "python -m benchmarks.beauty_seeds"
+    if results.resolve() != RESULTS.resolve():
+        command += f" --results-dir {args.results_dir}"
+    lines = report(result, command)
     (results / "beauty_seeds.md").write_text("\n".join(lines) + "\n")
     (results / "beauty_seeds.json").write_text(json.dumps(
-        {"command": "python -m benchmarks.beauty_seeds", "metrics": list(METRICS), **result},
-        indent=2))
+        {"command": command, "metrics": list(METRICS), **result}, indent=2))
     print("\n".join(lines))
     return 0
 

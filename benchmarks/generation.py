@@ -7,7 +7,7 @@ per user, the wall time of `policies.generation.beam_search` and `sample` on a b
 users, divided by B. Both encode each user's context once and share its cross-attention
 keys/values among the user's K beams or samples (`_start`); decoding is trie-constrained to
 legal codes (the codec), as when ranking or rolling out. The encoder's own share is timed
-apart (`encode` + `prepare_memory` on the same batch).
+apart (`decoder_memory`: encode + cross-attention keys/values on the same batch).
 
 The reference, "re-encode per candidate", is what generation costs without that sharing:
 each of the K candidates is its own one-sample request, so its context goes through the
@@ -122,7 +122,7 @@ def measure_preset(preset: str, examples: LoggedExamples, args: GenerationBenchA
 
     def encode() -> None:
         with torch.no_grad():
-            policy.decoder.prepare_memory(*policy.encode(context))
+            policy.decoder_memory(context)
 
     encoder_seconds = fastest_seconds(encode, args.repeats) / args.users
     rows = []

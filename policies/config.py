@@ -61,6 +61,9 @@ class OneRecConfig:
     num_duration_buckets: int = 0  # duration-bucket table size; 0 = no duration side feature
     item_id_input: bool = False  # also embed each input item's id (the report's "item id or
     # SID" pathway input): num_items x d_model more parameters; output stays semantic IDs
+    repeat_bias: bool = False  # learn two logit offsets per level, for codes that continue
+    # one of the user's history items and for codes that commit to history items only
+    # (policies.repeat): the data decide whether users take an item again
     dropout: float = 0.0  # residual and attention dropout; 0 because RL needs exact log-probs
     session_items: int = 1  # items per generated sequence: 1 = point-wise, 5 = OneRec v1
 

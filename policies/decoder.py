@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from policies.config import OneRecConfig
 from policies.encoder import apply_feed_forward, feed_forward
 from policies.layers import Attention, RMSNorm, padding_attention_mask
+from policies.repeat import RepeatMarks
 
 
 class PrefixConstraint(Protocol):
@@ -64,6 +65,8 @@ class DecoderMemory(NamedTuple):
     keys: tuple[Tensor, ...]  # per layer (B, H, S, Dh)
     values: tuple[Tensor, ...]  # per layer (B, H, S, Dh)
     mask: Tensor  # (B, 1, 1, S) bool, True = a memory token that may be attended
+    repeats: RepeatMarks | None = None  # the user's history items; read only by a decoder
+    # with `repeat_bias`
 
 
 @dataclass
@@ -149,13 +152,27 @@ class OneRecDecoder(nn.Module):
         self.heads = nn.ModuleList(
             nn.Linear(config.d_model, size, bias=False) for size in config.codebook_sizes
         )
+        # (2, L) logit offsets of a code that continues / commits to a history item
+        # (policies.repeat); they start at 0, no opinion, and are learned from the data
+        self.repeat_bias = nn.Parameter(torch.zeros(2, len(sizes))) if config.repeat_bias else None
 
-    def prepare_memory(self, memory: Tensor, memory_valid: Tensor) -> DecoderMemory:
-        """Cross-attention keys/values of every layer from the encoder output (B, S, D)."""
+    def prepare_memory(
+        self, memory: Tensor, memory_valid: Tensor, repeats: RepeatMarks | None = None
+    ) -> DecoderMemory:
+        """Cross-attention keys/values of every layer from the encoder output (B, S, D).
+
+        A decoder with `repeat_bias` needs `repeats`, the users' history items
+        (`OneRecPolicy.decoder_memory` builds them).
+        """
+        if self.repeat_bias is not None and repeats is None:
+            raise ValueError(
+                "this decoder has repeat_bias and needs the history items' codes; build the "
+                "memory with policy.decoder_memory(context)"
+            )
         pairs = [layer.cross_attention.keys_values(memory) for layer in self.layers]
         return DecoderMemory(
             keys=tuple(k for k, _ in pairs), values=tuple(v for _, v in pairs),
-            mask=padding_attention_mask(memory_valid),
+            mask=padding_attention_mask(memory_valid), repeats=repeats,
         )
 
     def forward(
@@ -195,4 +212,19 @@ class OneRecDecoder(nn.Module):
             if first < x.shape[1]:
                 level_logits = head(x[:, first::levels]).to(logits.dtype)
                 logits[:, first::levels, : head.out_features] = level_logits
+        if self.repeat_bias is not None:
+            self._add_repeat_bias(logits, prefix, memory.repeats, start)
         return logits
+
+    def _add_repeat_bias(
+        self, logits: Tensor, prefix: Tensor, repeats: RepeatMarks, start: int
+    ) -> None:
+        """Add the learned offsets to the logits (N, t, K_max) of codes marked by `repeats`."""
+        levels = self.config.num_levels
+        for offset in range(logits.shape[1]):
+            position = start + offset
+            level = position % levels
+            size = self.config.codebook_sizes[level]
+            marks = repeats.marks(prefix[:, position - level : position])  # (N, 2, K_l)
+            bias = (self.repeat_bias[:, level, None] * marks).sum(1)  # (N, K_l)
+            logits[:, offset, :size] += bias.to(logits.dtype)

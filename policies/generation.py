@@ -64,7 +64,7 @@ def _result(
 
 def _start(policy: OneRecPolicy, context: Context) -> tuple[DecoderMemory, DecoderCache, Tensor]:
     """Encode once per user; an empty cache and an empty prefix (B, 0)."""
-    memory = policy.decoder.prepare_memory(*policy.encode(context))
+    memory = policy.decoder_memory(context)
     prefix = torch.zeros(context.batch_size, 0, dtype=torch.long, device=memory.mask.device)
     return memory, DecoderCache(), prefix
 

@@ -24,9 +24,15 @@ from torch import Tensor, nn
 
 from policies.codec import SemanticIdCodec
 from policies.config import OneRecConfig
-from policies.decoder import OneRecDecoder, PrefixConstraint, next_code_log_probs
+from policies.decoder import (
+    DecoderMemory,
+    OneRecDecoder,
+    PrefixConstraint,
+    next_code_log_probs,
+)
 from policies.encoder import Context, OneRecEncoder
 from policies.moe import MoEFeedForward
+from policies.repeat import CatalogPrefixes, RepeatMarks
 
 
 class NtpOutput(NamedTuple):
@@ -49,6 +55,7 @@ class OneRecPolicy(nn.Module):
         # A codec over item_codes, rebuilt whenever the table is set or loaded (not saved):
         # codes -> item, and a ready constraint for generation after loading a checkpoint.
         self.codec: SemanticIdCodec | None = None
+        self.catalog: CatalogPrefixes | None = None  # prefix counts for the repeat bias
         self.apply(_init_weights)
 
     @property
@@ -108,13 +115,44 @@ class OneRecPolicy(nn.Module):
         """Memory (B, S, D) and its validity (B, S) bool: run once per user, reuse for all items."""
         return self.encoder(context)
 
+    def decoder_memory(self, context: Context) -> DecoderMemory:
+        """Encode once per user (B) and precompute what every decoding step reads."""
+        memory, memory_valid = self.encode(context)  # checks the context's item ids
+        repeats = None
+        if self.config.repeat_bias:
+            if self.catalog is None:
+                raise ValueError(
+                    "item codes are not set; call policy.set_item_codes(codec.item_codes)"
+                )
+            self.catalog.to(self.item_codes.device)
+            repeats = RepeatMarks(self.history_codes(context), self.catalog)
+        return self.decoder.prepare_memory(memory, memory_valid, repeats=repeats)
+
+    def history_codes(self, context: Context) -> Tensor:
+        """Codes (B, T, L) of the distinct items in the context's item pathways, -1 = padding.
+
+        T is the summed length of the short-term, positive and lifelong pathways present; an
+        item in several places counts once. What the decoder's `repeat_bias` looks at.
+        """
+        pathways = [
+            items for items in (
+                context.short_term_items, context.positive_items, context.lifelong_items
+            ) if items is not None
+        ]
+        if not pathways:
+            return self.item_codes.new_full((context.batch_size, 0, self.config.num_levels), -1)
+        items = torch.cat(pathways, dim=1).to(self.item_codes.device).sort(dim=1).values
+        items[:, 1:].masked_fill_(items[:, 1:] == items[:, :-1], -1)  # (B, T) repeats -> padding
+        codes = self.item_codes[items.clamp(min=0)]  # (B, T, L)
+        return codes.masked_fill((items < 0).unsqueeze(-1), -1)
+
     def forward(self, context: Context, target_codes: Tensor) -> Tensor:
         """Teacher-forced logits: (B, L) -> (B, L, K_max), or (B, M, L) -> (B, M, L, K_max).
 
         Logits at level l beyond that level's codebook size are -inf.
         """
         sequences = self._sequences(target_codes, context.batch_size, 1, "target_codes")  # (B, P)
-        memory = self.decoder.prepare_memory(*self.encode(context))
+        memory = self.decoder_memory(context)
         logits = self.decoder(sequences[:, :-1], memory)  # (B, P, K_max)
         return logits.view(*target_codes.shape, -1)
 
@@ -144,7 +182,7 @@ class OneRecPolicy(nn.Module):
         """
         batch = context.batch_size
         sequences = self._sequences(codes, batch, 2, "codes")  # (B G, P)
-        memory = self.decoder.prepare_memory(*self.encode(context))
+        memory = self.decoder_memory(context)
         logits = self.decoder(sequences[:, :-1], memory)  # (B G, P, K_max)
         levels = self.config.num_levels
         per_position = []
@@ -213,6 +251,9 @@ class OneRecPolicy(nn.Module):
         table = self.item_codes.cpu()
         self.codec = None if (table < 0).any() else SemanticIdCodec(
             table, self.config.codebook_sizes, collision_policy="owner"
+        )
+        self.catalog = None if self.codec is None else CatalogPrefixes(
+            table, self.config.codebook_sizes
         )
 
     def _check_code_range(self, codes: Tensor, name: str) -> None:

@@ -55,6 +55,11 @@ def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None
     assert ("- A variant run: preset tiny, dropout 0.0, steps 3 instead of evaluate-offline's "
             "current default (preset beauty, dropout 0.1, steps 48000)") in table
     assert "were chosen on the validation split" not in table  # only the defaults' run says so
+    learned = onerec["repeat_bias"]  # evaluate-offline's default: the learned repeat bias
+    assert len(learned["continues"]) == len(learned["commits"]) == len(onerec["codebook_sizes"])
+    assert f"{learned['commits'][-1]:+.2f} (commits; on the last level" in table
+    assert (f"{onerec['training_targets_in_history']:,} of the {onerec['training_pairs']:,} "
+            "training targets repeat an item of their history") in table
     below = onerec["test"]["recall@10"] <= 0.0648 or onerec["test"]["ndcg@10"] <= 0.0384
     assert ("## Where OneRec falls short of TIGER" in table) == below
     # --render rewrites the same beauty.md from beauty.json alone (the data file is not read)

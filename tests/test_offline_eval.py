@@ -153,6 +153,7 @@ def test_split_metrics_rank_the_chosen_split_targets(tmp_path) -> None:
     pytest.param("onerec", "test", ("--code-embeddings", "sasrec", "--item-id-input"),
                  marks=pytest.mark.heavy),  # trains a 2,000-step SASRec for the codes
     ("onerec", "test", ("--pair-window", "3")),
+    ("onerec", "valid", ("--no-repeat-bias",)),
 ])
 def test_evaluate_offline_command_end_to_end(model: str, split: str, options: tuple[str, ...],
                                              tmp_path) -> None:
@@ -175,6 +176,10 @@ def test_evaluate_offline_command_end_to_end(model: str, split: str, options: tu
     if model == "onerec":
         assert report["code_embeddings"] == ("sasrec" if "--code-embeddings" in options
                                              else "infonce")
+        assert ("repeat_bias" in report) == ("--no-repeat-bias" not in options)
+    if "repeat_bias" in report:  # the default's learned offsets, (2, L): 3 steps moved them
+        offsets = report["repeat_bias"]["continues"] + report["repeat_bias"]["commits"]
+        assert len(offsets) == 8 and any(offset != 0 for offset in offsets)
 
 
 def test_defaults_depend_on_the_model_and_bad_values_are_errors() -> None:

@@ -8,10 +8,10 @@ ranks the validation targets instead (tune there, report test once).
 
 The OneRec defaults are the setting tuned on Beauty's validation split
 (`benchmarks/results/beauty.md`, `beauty_sweep.md`, `beauty_steps.md`): item embeddings at
-InfoNCE temperature 0.2, 3 x 256 RQ-Kmeans codes, the dense `beauty` preset, dropout 0.1,
-48,000 steps of 128 examples in batches of one history length, beam 20. `--exclude-history`
-drops each user's history items from SASRec's scores or from OneRec's beams (the S3-Rec
-code's convention).
+InfoNCE temperature 0.2, 3 x 256 RQ-Kmeans codes, the dense `beauty` preset with the learned
+repeat bias (`policies.repeat`), dropout 0.1, 48,000 steps of 128 examples in batches of one
+history length, beam 20. `--exclude-history` drops each user's history items from SASRec's
+scores or from OneRec's beams (the S3-Rec code's convention).
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ class EvaluateOfflineArgs:
     # split (validation comparison in beauty_sweep.md)
     pair_window: int = 1  # OneRec: InfoNCE pairs each item with the next `pair_window` items
     item_id_input: bool = False  # OneRec: encoder item tokens also add an item-id embedding
+    repeat_bias: bool = True  # OneRec: learned logit offsets for codes that continue or
+    # commit to a history item (OneRecConfig.repeat_bias); valid Recall@10 0.0915 against
+    # 0.0890 without, 48,000 steps (benchmarks/results/beauty_repeat.md)
     group_by_length: bool = True  # OneRec: batches of one history length (~2x faster steps)
     dropout: float = 0.1  # OneRec dropout while training (TIGER's 0.1): it costs at 3,000 steps
     # and pays over a long run (validation figures in beauty_sweep.md and beauty_steps.md)
@@ -168,7 +171,7 @@ def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
     codec = build_semantic_ids(embeddings, quantizer).codec
     config = config_for(args.preset, num_items=dataset.num_items,
                         codebook_sizes=codec.codebook_sizes, dropout=args.dropout,
-                        item_id_input=args.item_id_input)
+                        item_id_input=args.item_id_input, repeat_bias=args.repeat_bias)
     policy = build_policy(config, seed=args.seed)
     policy.set_item_codes(codec.item_codes)
     histories, targets = next_item_examples(dataset.train_sequences, max_history=20)
@@ -190,7 +193,12 @@ def train_onerec_ranker(dataset: SequenceDataset, args: EvaluateOfflineArgs) -> 
     details = {"codebook_sizes": list(codec.codebook_sizes), "preset": args.preset,
                "code_embeddings": args.code_embeddings, "dropout": args.dropout,
                "beam": args.beam, "training_pairs": len(targets),
+               "training_targets_in_history": int((histories == targets[:, None]).any(1).sum()),
                "parameters": sum(p.numel() for p in policy.parameters())}
+    if policy.decoder.repeat_bias is not None:
+        bias = policy.decoder.repeat_bias.detach().cpu()  # (2, L)
+        details["repeat_bias"] = {"continues": [round(float(b), 3) for b in bias[0]],
+                                  "commits": [round(float(b), 3) for b in bias[1]]}
     return TrainedRanker(ranker, result.final_loss, details)
 
 
