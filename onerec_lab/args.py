@@ -25,10 +25,17 @@ def field_comments(cls: type) -> dict[str, str]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return comments
+    last: str | None = None  # the field whose comment a "# ..." line right below continues
     for line in source.splitlines():
         match = _FIELD_COMMENT.match(line)
+        stripped = line.strip()
         if match:
-            comments[match.group(1)] = match.group(2).strip()
+            last = match.group(1)
+            comments[last] = match.group(2).strip()
+        elif last is not None and stripped.startswith("#"):
+            comments[last] += " " + stripped.lstrip("#").strip()
+        else:
+            last = None
     return comments
 
 

@@ -46,3 +46,17 @@ def test_comments_become_help_and_validation_runs() -> None:
         parse(["--steps", "0"])
     with pytest.raises(SystemExit):
         parse(["--mode", "greedy"])
+
+
+@dataclass
+class WrappedArgs:
+    """A field whose comment runs over two lines, then a field without one."""
+
+    width: int = 3  # how wide the thing is,
+    # in cells
+    depth: int = 2
+
+
+def test_a_comment_continued_below_its_field_joins_its_help() -> None:
+    comments = field_comments(WrappedArgs)
+    assert comments == {"width": "how wide the thing is, in cells"}
