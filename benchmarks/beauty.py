@@ -302,12 +302,17 @@ def repeat_bias_lines(onerec: dict[str, Any]) -> list[str]:
     ]
 
 
+def onerec_settings(onerec: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's OneRec settings; runs saved before the repeat bias existed ran without it."""
+    return {"repeat_bias": False, **onerec["settings"]}
+
+
 def chosen_or_variant(onerec: dict[str, Any]) -> str:
     """The last budget line: how the OneRec settings were chosen, or what a variant run changed."""
-    settings = onerec["settings"]
+    settings = onerec_settings(onerec)
     defaults = {field.name: field.default for field in dataclasses.fields(EvaluateOfflineArgs)}
     defaults["steps"] = DEFAULT_STEPS["onerec"]
-    used = {"repeat_bias": False, **settings, "steps": onerec["steps"]}  # older runs had none
+    used = {**settings, "steps": onerec["steps"]}
     names = [name for name in ("preset", "dropout", "repeat_bias", "steps")
              if used[name] != defaults[name]]
     if names:
@@ -321,12 +326,12 @@ def chosen_or_variant(onerec: dict[str, Any]) -> str:
         f"{'balanced' if settings['balanced'] else 'plain'} RQ-Kmeans, learning rate "
         f"{onerec['learning_rate']:g}, the `{settings['preset']}` preset, dropout "
         f"{settings['dropout']}, {onerec['steps']:,} steps"
-        + (", the repeat bias" if settings.get("repeat_bias") else "")
+        + (", the repeat bias" if settings["repeat_bias"] else "")
         + ") were chosen on the validation split; the validation figures above are those of "
         "the reported model. The variants against which they were chosen: `python -m "
         "benchmarks.beauty --sweep-steps 3000` (beauty_sweep.md), for the number of steps "
         "and dropout the longer runs in beauty_steps.md"
-        + (", for the repeat bias beauty_repeat.md" if settings.get("repeat_bias") else "")
+        + (", for the repeat bias beauty_repeat.md" if settings["repeat_bias"] else "")
         + "."
     )
 

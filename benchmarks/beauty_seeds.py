@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.beauty import METRICS, RESULTS, TIGER, load_results
+from benchmarks.beauty import METRICS, RESULTS, TIGER, load_results, onerec_settings
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 
 # (column title, model, split key, metric) of each figure the table shows per seed.
@@ -77,11 +77,10 @@ def seed_runs(results: Path) -> dict[int, dict[str, Any]]:
 
 
 def run_setting(run: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal across the runs of one summary: both models' steps, OneRec's settings
-    (runs from before the repeat bias existed had it off)."""
+    """What must be equal across the runs of one summary: both models' steps, OneRec's settings."""
     onerec = run["onerec"]
-    return {"repeat_bias": False, **onerec.get("settings", {}),
-            "onerec_steps": onerec.get("steps"), "sasrec_steps": run["sasrec"].get("steps")}
+    return {**onerec_settings(onerec), "onerec_steps": onerec.get("steps"),
+            "sasrec_steps": run["sasrec"].get("steps")}
 
 
 def summary(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:

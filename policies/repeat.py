@@ -23,13 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
-def prefix_keys(codes: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    """Mixed-radix int64 key of each code prefix (..., l) -> (...); 0 for l = 0."""
-    key = torch.zeros(codes.shape[:-1], dtype=torch.long, device=codes.device)
-    for level in range(codes.shape[-1]):
-        key = key * sizes[level] + codes[..., level]
-    return key
+from policies.codec import mixed_radix_keys
 
 
 class CatalogPrefixes:
@@ -40,7 +34,7 @@ class CatalogPrefixes:
         self.keys: list[Tensor] = []  # per length 1..L: sorted distinct prefix keys (U_l,)
         self.counts: list[Tensor] = []  # per length: items under each key (U_l,)
         for length in range(1, len(codebook_sizes) + 1):
-            keys, counts = prefix_keys(item_codes[:, :length], codebook_sizes).unique(
+            keys, counts = mixed_radix_keys(item_codes[:, :length], codebook_sizes).unique(
                 return_counts=True
             )
             self.keys.append(keys)
@@ -57,7 +51,7 @@ class CatalogPrefixes:
         level = item_prefix.shape[1]
         size = self.codebook_sizes[level]
         codes = torch.arange(size, device=item_prefix.device)
-        candidates = prefix_keys(item_prefix, self.codebook_sizes)[:, None] * size + codes
+        candidates = mixed_radix_keys(item_prefix, self.codebook_sizes)[:, None] * size + codes
         keys, counts = self.keys[level], self.counts[level]
         index = torch.searchsorted(keys, candidates).clamp(max=keys.numel() - 1)
         return torch.where(keys[index] == candidates, counts[index], 0)  # (N, K_l)
@@ -75,15 +69,17 @@ class RepeatMarks:
 
         `item_prefix` (N, l) holds the codes of the current item so far.
         """
-        users, level = self.history_codes.shape[0], item_prefix.shape[1]
+        history = self.history_codes  # (B, T, L), broadcast over each user's G rows
+        users, level = history.shape[0], item_prefix.shape[1]
         size = self.catalog.codebook_sizes[level]
-        history = self.history_codes.repeat_interleave(item_prefix.shape[0] // users, dim=0)
-        match = history[:, :, 0] >= 0  # (N, T) real items whose first l codes are the prefix
-        if level:
-            match = match & (history[:, :, :level] == item_prefix[:, None, :]).all(-1)
-        under = match.new_zeros(match.shape[0], size, dtype=torch.long).scatter_add_(
-            1, history[:, :, level].clamp(min=0), match.long()
-        )  # (N, K_l) distinct history items under prefix + c
+        rows = item_prefix.view(users, item_prefix.shape[0] // users, level)  # (B, G, l)
+        match = (history[:, None, :, 0] >= 0).expand(-1, rows.shape[1], -1)  # (B, G, T) real
+        if level:  # ... and starting with the row's prefix
+            match = match & (history[:, None, :, :level] == rows[:, :, None, :]).all(-1)
+        next_codes = history[:, None, :, level].clamp(min=0).expand_as(match)  # (B, G, T)
+        under = match.new_zeros(*match.shape[:2], size, dtype=torch.long).scatter_add_(
+            2, next_codes, match.long()
+        ).view(item_prefix.shape[0], size)  # (N, K_l) distinct history items under prefix + c
         catalog = self.catalog.count_children(item_prefix)  # (N, K_l)
         commits = (under > 0) & (under >= catalog)
         return torch.stack([under > 0, commits], dim=1).float()
