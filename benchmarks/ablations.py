@@ -23,17 +23,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
-
-from benchmarks.alignment import NTP_WEIGHT
-from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, spread, study_machine, study_main, write_study
+from benchmarks.alignment import NTP_WEIGHT, shared_study
+from benchmarks.study import Study, WorldStudyArgs, save_study, spread, study_main
 from rewards import build
 from trainers.evaluate import OneRecRecommender
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REWARD = "pscore + 0.5*format"
 
 
@@ -60,24 +56,13 @@ PRESETS = {
 }
 
 
-@dataclass
-class AblationBenchArgs:
-    """Arguments of `python -m benchmarks.ablations`."""
-
-    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds
-    work: str = "runs/studies"  # cache of the study world (shared with benchmarks.alignment)
-    results: str = str(RESULTS)  # where ablations*.md / .json / .png are written
-    json: bool = False  # print the summary as one JSON object
+AblationBenchArgs = WorldStudyArgs  # the arguments of `python -m benchmarks.ablations`: none of its own
 
 
 def run(args: AblationBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
-    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
-    alignment = ALIGNMENT_PRESETS[args.preset]
-    world = build_world(alignment.world, Path(args.work) / args.preset / "world")
-    study = Study(world, eval_users=alignment.eval_users, eval_requests=alignment.eval_requests,
-                  proxy_spec=REWARD)
+    alignment, study = shared_study(args, proxy_spec=REWARD)
     base = {"learning_rate": preset.learning_rate, "max_steps": preset.steps,
             "users_per_step": preset.users, "num_generations": preset.generations,
             "ntp_weight": NTP_WEIGHT}
@@ -107,7 +92,7 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
 
     # Pass@K: K beams per request, the P-score picks the served slate among them.
     selector = build("pscore", codec=study.start.codec, **study.reward_resources())
-    pass_study = Study(world, eval_users=preset.pass_users,
+    pass_study = Study(study.world, eval_users=preset.pass_users,
                        eval_requests=alignment.eval_requests, proxy_spec=REWARD)
     pass_at_k: dict[str, dict[int, dict[str, float]]] = {"pre-trained": {}, "ECPO": {}}
     slate = study.session_config.slate_size
@@ -124,19 +109,14 @@ def run(args: AblationBenchArgs) -> dict[str, Any]:
                             if key not in ("runs", "policies")}
                      for name, figures in variants.items()} for part, variants in parts.items()}
     result = {
-        "command": f"python -m benchmarks.ablations --preset {args.preset}",
         "preset": asdict(preset),
         "world": asdict(alignment.world),
         "pretrained": {key: pretrained[key] for key in ("true_watch_time", "proxy_reward",
                                                         "legality")},
         "tables": tables,
         "pass_at_k": pass_at_k,
-        "machine": study_machine(),
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    report = write_study(args.results, "ablations", args.preset, result,
-                         lambda path: _plot(result, path),
-                         lambda suffix: _markdown(result, suffix))
+    report = save_study("ablations", args, started, result, _plot, _markdown)
     return {"tables": tables, "pass_at_k": pass_at_k,
             "results": str(report)}
 

@@ -27,26 +27,20 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from benchmarks.study import (
-    BASELINES,
-    Study,
-    WorldConfig,
-    build_world,
-    spread,
-    study_machine,
-    study_main,
-)
+from benchmarks.study import Study, WorldStudyArgs, spread, study_main
+from onerec_lab.experiment import BASELINES, WorldConfig, build_world
+from onerec_lab.experiment.evaluation import PROXY
+from onerec_lab.experiment.machine import study_machine
+from onerec_lab.experiment.plugins import load_plugins, loaded_plugins
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
-from rewards import EnvReward, build, parse_spec
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from rewards import EnvReward, build, parse_spec, truth_terms
 
 # Reward designs of the matrix: name -> spec (rewards/README.md).
 REWARDS = {
@@ -92,19 +86,19 @@ PRESETS = {
 NTP_WEIGHT = 1.0  # next-token co-training weight (OneRec co-trains instead of a KL term); at
 # 0.1 ECPO drifted off the logged items and lost legality and true watch time
 HEADLINE = ("ecpo", "pscore+format")
+ORACLE = "oracle"  # the design that optimises the truth itself: the study's only oracle run
 
 
 @dataclass
-class AlignmentBenchArgs:
+class AlignmentBenchArgs(WorldStudyArgs):
     """Arguments of `python -m benchmarks.alignment` (and `onerec-lab bench alignment`)."""
 
-    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: minutes, CPU
-    work: str = "runs/studies"  # cache of the study world (built once per preset)
-    results: str = str(RESULTS)  # where alignment*.md / .json / .png are written
-    json: bool = False  # print the summary as one JSON object
     skip_ppo: bool = False  # leave SB3 PPO out of the matrix (it trains the longest)
     workers: int = 1  # processes training the runs side by side (one torch thread each)
-    reward: tuple[str, ...] = ()  # extra reward designs NAME=SPEC for the matrix (any spec)
+    reward: tuple[str, ...] = ()  # extra reward designs NAME=SPEC for the matrix (any spec
+    # that does not read the simulator's truth: only the built-in oracle column may)
+    plugin: tuple[str, ...] = field(  # a Python file or module registering rewards/methods,
+        default=(), metadata={"repeatable": True})  # loaded in every worker process too
 
 
 def rl_settings(preset: StudyPreset, **overrides: Any) -> dict[str, Any]:
@@ -131,6 +125,7 @@ class Task(NamedTuple):
     spec: str  # reward spec
     seed: int
     settings: dict[str, Any]  # the method's config fields (online) or PPO's
+    oracle: bool = False  # an oracle run: the reward may read the simulator's truth
 
 
 def parse_rewards(extra: tuple[str, ...]) -> dict[str, str]:
@@ -142,17 +137,21 @@ def parse_rewards(extra: tuple[str, ...]) -> dict[str, str]:
             raise ValueError(f"--reward takes NAME=SPEC (e.g. 'mine=pscore + 0.2*format'), "
                              f"got {text!r}")
         parse_spec(spec)  # a malformed spec fails before anything is trained
+        if name.strip() in REWARDS:
+            raise ValueError(f"--reward {name.strip()!r} is a built-in design of the matrix; "
+                             "give yours another name")
         designs[name.strip()] = spec.strip()
     return designs
 
 
 def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list[Task]:
     tasks = [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online", method,
-                  spec, seed, rl_settings(preset))
+                  spec, seed, rl_settings(preset), oracle=reward == ORACLE)
              for method in METHODS for reward, spec in rewards.items() for seed in preset.seeds]
     if not skip_ppo:
         tasks += [Task(f"sb3_ppo on {reward}", f"sb3_ppo on {reward}, seed {seed}", "ppo", "ppo",
-                       spec, seed, {"total_timesteps": preset.ppo_timesteps})
+                       spec, seed, {"total_timesteps": preset.ppo_timesteps},
+                       oracle=reward == ORACLE)
                   for reward, spec in rewards.items() for seed in preset.seeds]
     for seed in preset.seeds:
         tasks.append(Task(  # the report's format rule in place of the plain format term
@@ -175,30 +174,43 @@ def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list
 _WORKER: dict[str, Study] = {}  # the study of a worker process (loaded once per process)
 
 
-def start_worker(world: str, eval_users: int, eval_requests: int) -> None:
+def start_worker(world: str, eval_users: int, eval_requests: int,
+                 plugins: tuple[str, ...] = ()) -> None:
+    """Load the study (and the main process's plugins) in this process, one torch thread."""
     torch.set_num_threads(1)
+    load_plugins(plugins)
     _WORKER["study"] = Study(world, eval_users=eval_users, eval_requests=eval_requests)
-
-
-def worker_study() -> Study:
-    """The study `start_worker` loaded in this process."""
-    return _WORKER["study"]
 
 
 def perform(task: Task) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """Train the task's policy in this process's study; its evaluation and curve."""
     study = _WORKER["study"]
     if task.kind == "ppo":
-        reward_fn = EnvReward(build(task.spec, codec=study.start.codec,
-                                    **study.reward_resources()))
+        reward = build(task.spec, codec=study.start.codec, **study.reward_resources())
+        if truth_terms(reward) and not task.oracle:
+            raise ValueError(f"reward {task.spec!r} reads the simulator's truth; only the "
+                             "oracle column may")
+        reward_fn = EnvReward(reward)
         steps = task.settings["total_timesteps"]
         model = train_ppo(study.catalog, PPOAgentConfig(
             total_timesteps=steps, seed=task.seed, n_steps=max(2, min(64, steps // 8)),
             batch_size=max(2, min(128, steps // 8))), study.session_config, reward_fn=reward_fn)
         return study.evaluate(PPOSlateRecommender(model, study.catalog,
                                                   study.session_config.slate_size)), None
-    policy, history = study.train(task.method, task.spec, task.seed, **task.settings)
+    policy, history = study.train(task.method, task.spec, task.seed, oracle=task.oracle,
+                                  **task.settings)
     return study.evaluate_policy(policy), history
+
+
+def shared_study(args: WorldStudyArgs, proxy_spec: str = PROXY) -> tuple[StudyPreset, Study]:
+    """The alignment study's sizes for `args.preset` and its world (built, or reused, under
+    `args.work`), loaded as this process's study (`perform` runs there), one torch thread."""
+    torch.set_num_threads(1)
+    preset = PRESETS[args.preset]
+    world = build_world(preset.world, Path(args.work) / args.preset / "world")
+    _WORKER["study"] = Study(world, eval_users=preset.eval_users,
+                             eval_requests=preset.eval_requests, proxy_spec=proxy_spec)
+    return preset, _WORKER["study"]
 
 
 def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset,
@@ -211,14 +223,15 @@ def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset,
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=start_worker,
                              initargs=(str(world), preset.eval_users,
-                                       preset.eval_requests)) as pool:
+                                       preset.eval_requests, loaded_plugins())) as pool:
         return list(pool.map(perform, tasks))
 
 
-def group_by_cell(tasks: list[Task], outcomes: list[tuple[dict[str, Any], Any]]
-                  ) -> dict[str, dict[str, list]]:
-    """`run_tasks`' outcomes per table cell: {"runs": evaluations, "curves": histories},
-    in the tasks' (seed) order."""
+def train_cells(tasks: list[Task], study: Study, preset: StudyPreset,
+                workers: int) -> dict[str, dict[str, list]]:
+    """Every task trained and evaluated (`run_tasks`, in `study`'s world), per table cell:
+    {"runs": evaluations, "curves": histories}, in the tasks' (seed) order."""
+    outcomes = run_tasks(tasks, study.world.layout.folder, preset, workers)
     cells: dict[str, dict[str, list]] = {}
     for task, (evaluation, history) in zip(tasks, outcomes, strict=True):
         cell = cells.setdefault(task.cell, {"runs": [], "curves": []})
@@ -230,12 +243,8 @@ def group_by_cell(tasks: list[Task], outcomes: list[tuple[dict[str, Any], Any]]
 def run(args: AlignmentBenchArgs) -> dict[str, Any]:
     """Run the study, write the results, return the summary."""
     started = time.perf_counter()
-    torch.set_num_threads(1)
-    preset = PRESETS[args.preset]
     parse_rewards(args.reward)  # bad designs fail before the world is built
-    world = build_world(preset.world, Path(args.work) / args.preset / "world")
-    start_worker(str(world), preset.eval_users, preset.eval_requests)
-    study = _WORKER["study"]
+    preset, study = shared_study(args)
     timings: dict[str, float] = {"world": round(time.perf_counter() - started, 1)}
 
     cells: dict[str, dict[str, Any]] = {}  # "method on reward" -> per-seed evaluations
@@ -246,7 +255,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
 
     rewards = parse_rewards(args.reward)
     tasks = _tasks(preset, args.skip_ppo, rewards)
-    outcomes = run_tasks(tasks, world, preset, args.workers)
+    outcomes = run_tasks(tasks, study.world.layout.folder, preset, args.workers)
     timings["trained policies"] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
     curves: dict[str, list[dict[str, float]]] = {}
@@ -285,7 +294,8 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         "command": f"python -m benchmarks.alignment --preset {args.preset}"
                    + (" --skip-ppo" if args.skip_ppo else "")
                    + (f" --workers {args.workers}" if args.workers > 1 else "")
-                   + "".join(f" --reward '{text}'" for text in args.reward),
+                   + "".join(f" --reward '{text}'" for text in args.reward)
+                   + "".join(f" --plugin {plugin}" for plugin in args.plugin),
         "preset": asdict(preset),
         "rewards": rewards,
         "settings": {"ntp_weight": NTP_WEIGHT, "format_selection_k": FORMAT_SELECTION_K,

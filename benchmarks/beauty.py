@@ -6,7 +6,7 @@
     python -m benchmarks.beauty --sweep-steps 3000
     python -m benchmarks.beauty --render
 
-Writes benchmarks/results/beauty.md and beauty.json (or `--results-dir`); with
+Writes beauty.md and beauty.json under `--results` (default benchmarks/results); with
 `--sweep-steps`, instead beauty_sweep.md and .json: OneRec variants (SWEEP) on validation;
 with `--render`, only beauty.md again from a saved beauty.json (no training).
 
@@ -26,12 +26,10 @@ as generated (TIGER describes no masking) or with history items dropped from its
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -41,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.study import command_line, progress, study_main
 from envs.beauty import SequenceDataset, load_beauty
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.evaluate_offline import (
+from onerec_lab.experiment.machine import hardware_description
+from onerec_lab.experiment.offline import (
     DEFAULT_STEPS,
     ONEREC_LEARNING_RATE,
-    EvaluateOfflineArgs,
-    hardware_description,
+    OfflineConfig,
     split_metrics,
     train_ranker,
 )
@@ -85,7 +83,7 @@ SWEEP: dict[str, dict[str, Any]] = {
 
 @dataclass
 class BeautyBenchArgs:
-    """Arguments of the Amazon Beauty benchmark."""
+    """Arguments of `python -m benchmarks.beauty`."""
 
     data: str = str(BEAUTY)  # Beauty.txt (one line per user: user id, then item ids in order)
     onerec_steps: int | None = None  # OneRec optimiser steps; None = evaluate-offline's 48,000
@@ -97,8 +95,9 @@ class BeautyBenchArgs:
     repeat_bias: bool | None = None  # OneRec repeat bias (policies.repeat); None = the default
     threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
     sweep_steps: int = 0  # > 0: instead, the validation sweep (SWEEP) at this many steps
-    render: bool = False  # instead, rewrite beauty.md from the results dir's beauty.json
-    results_dir: str = str(RESULTS)  # where beauty[_sweep].md and .json go
+    render: bool = False  # instead, rewrite beauty.md from the --results folder's beauty.json
+    results: str = str(RESULTS)  # where beauty[_sweep].md and .json are written
+    json: bool = False  # print the result as one JSON object
 
     def __post_init__(self) -> None:
         for name in ("onerec_steps", "sasrec_steps"):
@@ -129,17 +128,13 @@ def bucket_names() -> list[str]:
         f">= {edges[-1]}"]
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def measure(model: str, steps: int | None, dataset: SequenceDataset, args: BeautyBenchArgs
             ) -> dict[str, Any]:
     """Train `model` once with evaluate-offline's defaults; rank validation and test."""
     overrides = {name: getattr(args, name) for name in ("preset", "dropout", "repeat_bias")
                  if model == "onerec" and getattr(args, name) is not None}
-    settings = EvaluateOfflineArgs(data=args.data, model=model, steps=steps, seed=args.seed,
-                                   codebook=args.codebook, **overrides)
+    settings = OfflineConfig(model=model, steps=steps, seed=args.seed, codebook=args.codebook,
+                             **overrides)
     default_learning_rate = (ONEREC_LEARNING_RATE if model == "onerec"
                              else SASRecConfig.learning_rate)
     progress(f"{model}: training {settings.steps:,} steps")
@@ -175,8 +170,8 @@ def sweep(dataset: SequenceDataset, args: BeautyBenchArgs) -> list[dict[str, Any
     for name, overrides in SWEEP.items():
         options = dict(overrides)
         codebook = max(2, round(args.codebook * options.pop("codebook_scale", 1.0)))
-        settings = EvaluateOfflineArgs(data=args.data, model="onerec", steps=args.sweep_steps,
-                                       seed=args.seed, codebook=codebook, **options)
+        settings = OfflineConfig(model="onerec", steps=args.sweep_steps, seed=args.seed,
+                                 codebook=codebook, **options)
         progress(f"sweep: {name}, {settings.steps:,} steps")
         start = time.perf_counter()
         trained = train_ranker(dataset, settings)
@@ -310,7 +305,7 @@ def onerec_settings(onerec: dict[str, Any]) -> dict[str, Any]:
 def chosen_or_variant(onerec: dict[str, Any]) -> str:
     """The last budget line: how the OneRec settings were chosen, or what a variant run changed."""
     settings = onerec_settings(onerec)
-    defaults = {field.name: field.default for field in dataclasses.fields(EvaluateOfflineArgs)}
+    defaults = {field.name: field.default for field in dataclasses.fields(OfflineConfig)}
     defaults["steps"] = DEFAULT_STEPS["onerec"]
     used = {**settings, "steps": onerec["steps"]}
     names = [name for name in ("preset", "dropout", "repeat_bias", "steps")
@@ -447,46 +442,46 @@ def load_results(path: Path, needed_by: str = "--render") -> dict[str, Any]:
     return saved
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, BeautyBenchArgs)
-    args = build_from_namespace(BeautyBenchArgs, parser.parse_args(argv))
+def run(args: BeautyBenchArgs) -> dict[str, Any]:
+    """The benchmark (or its sweep, or the re-rendered report) at `args`; returns its figures
+    and the path of the markdown it wrote."""
     torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.beauty " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = Path(args.results_dir)
+    command = command_line("benchmarks.beauty", args)
+    results = Path(args.results)
     if args.render:
         saved = load_results(results / "beauty.json")
         lines = report(saved["command"], saved["results"], tuple(saved["load"]),
                        saved["hardware"])
         (results / "beauty.md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return 0
+        return {"results": str(results / "beauty.md")}
     dataset = load_beauty(args.data, max_history=20)
     results.mkdir(parents=True, exist_ok=True)
     if args.sweep_steps:
         rows = sweep(dataset, args)
-        lines = sweep_report(command.strip(), rows)
+        lines = sweep_report(command, rows)
         (results / "beauty_sweep.md").write_text("\n".join(lines) + "\n")
         (results / "beauty_sweep.json").write_text(json.dumps({
-            "command": command.strip(), "hardware": hardware_description(), "results": rows,
+            "command": command, "hardware": hardware_description(), "results": rows,
         }, indent=2))
-        print("\n".join(lines))
-        return 0
+        return {"sweep": rows, "results": str(results / "beauty_sweep.md")}
     load_start = os.getloadavg()[0]
     rows = [measure("onerec", args.onerec_steps, dataset, args),
             measure("sasrec", args.sasrec_steps, dataset, args)]
     load = (load_start, os.getloadavg()[0])
-    lines = report(command.strip(), rows, load, hardware_description())
+    lines = report(command, rows, load, hardware_description())
     (results / "beauty.md").write_text("\n".join(lines) + "\n")
     (results / "beauty.json").write_text(json.dumps({
-        "command": command.strip(), "hardware": hardware_description(),
+        "command": command, "hardware": hardware_description(),
         "arguments": dataclasses.asdict(args), "default_steps": DEFAULT_STEPS, "load": load,
         "published": {name: dict(zip(METRICS, values, strict=True))
                       for name, values in PUBLISHED.items()},
         "results": rows,
     }, indent=2, default=str))
-    print("\n".join(lines))
-    return 0
+    return {"models": rows, "results": str(results / "beauty.md")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.beauty", __doc__.splitlines()[0], BeautyBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

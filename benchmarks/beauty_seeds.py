@@ -1,11 +1,11 @@
 """Amazon Beauty across seeds: how much the benchmark's figures move from one seed to the next.
 
-    python -m benchmarks.beauty --seed 0 --results-dir benchmarks/results/beauty_repeat/seed0
-    python -m benchmarks.beauty --seed 1 --results-dir benchmarks/results/beauty_repeat/seed1
-    python -m benchmarks.beauty_seeds --results-dir benchmarks/results/beauty_repeat
+    python -m benchmarks.beauty --seed 0 --results benchmarks/results/beauty_repeat/seed0
+    python -m benchmarks.beauty --seed 1 --results benchmarks/results/beauty_repeat/seed1
+    python -m benchmarks.beauty_seeds --results benchmarks/results/beauty_repeat
 
 The seed drives everything random in a run (item embeddings, codes, initialisation, batch
-order, dropout), so the runs differ only by chance. This module reads, under `--results-dir`
+order, dropout), so the runs differ only by chance. This module reads, under `--results`
 (default benchmarks/results), the default run's beauty.json (seed 0) if there is one and every
 beauty_seeds/seed*/beauty.json and seed*/beauty.json, and writes beauty_seeds.md and .json
 there: each seed's test figures, their mean and sample standard deviation, and how many seeds
@@ -15,7 +15,6 @@ OneRec's settings) are an error: a summary holds runs that differ only by seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.beauty import METRICS, RESULTS, TIGER, load_results, onerec_settings
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from benchmarks.study import command_line, study_main
 
 # (column title, model, split key, metric) of each figure the table shows per seed.
 COLUMNS = (
@@ -39,10 +38,12 @@ COLUMNS = (
 
 
 @dataclass
-class BeautySeedsArgs:
-    """Arguments of the seed summary."""
+class BeautySeedsBenchArgs:
+    """Arguments of `python -m benchmarks.beauty_seeds`."""
 
-    results_dir: str = str(RESULTS)  # holds beauty.json, beauty_seeds/seed*/ or seed*/ runs
+    results: str = str(RESULTS)  # holds beauty.json, beauty_seeds/seed*/ or seed*/ runs; the
+    # summary beauty_seeds.md / .json is written there
+    json: bool = False  # print the summary as one JSON object
 
 
 def seed_runs(results: Path) -> dict[int, dict[str, Any]]:
@@ -67,11 +68,11 @@ def seed_runs(results: Path) -> dict[int, dict[str, Any]]:
                 f"{path} was trained with other settings than {first[0]} ({', '.join(differ)}: "
                 f"{', '.join(str(setting[k]) for k in differ)} against "
                 f"{', '.join(str(first[1].get(k)) for k in differ)}); a seed summary compares "
-                "runs that differ only by seed: keep other variants in another --results-dir"
+                "runs that differ only by seed: keep other variants in another --results"
             )
     if len(runs) < 2:
         raise SystemExit(f"the seed summary needs at least two runs; found {len(runs)} under "
-                         f"{results} (run the benchmark with --seed 1 --results-dir "
+                         f"{results} (run the benchmark with --seed 1 --results "
                          f"{results / 'beauty_seeds' / 'seed1'})")
     return runs
 
@@ -145,21 +146,21 @@ def report(result: dict[str, Any], command: str = "python -m benchmarks.beauty_s
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, BeautySeedsArgs)
-    args = build_from_namespace(BeautySeedsArgs, parser.parse_args(argv))
-    results = Path(args.results_dir)
+def run(args: BeautySeedsBenchArgs) -> dict[str, Any]:
+    """The summary of the runs under `args.results`, written there; returns it and the path
+    of its markdown."""
+    results = Path(args.results)
     result = summary(seed_runs(results))
-    command = "python -m benchmarks.beauty_seeds"
-    if results.resolve() != RESULTS.resolve():
-        command += f" --results-dir {args.results_dir}"
-    lines = report(result, command)
-    (results / "beauty_seeds.md").write_text("\n".join(lines) + "\n")
+    command = command_line("benchmarks.beauty_seeds", args)
+    (results / "beauty_seeds.md").write_text("\n".join(report(result, command)) + "\n")
     (results / "beauty_seeds.json").write_text(json.dumps(
         {"command": command, "metrics": list(METRICS), **result}, indent=2))
-    print("\n".join(lines))
-    return 0
+    return {**result, "results": str(results / "beauty_seeds.md")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.beauty_seeds", __doc__.splitlines()[0], BeautySeedsBenchArgs,
+                      run, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Codebook study: does a larger codebook help, and does balanced k-means matter?
 
-    python -m benchmarks.codebook [--quick] [--results DIR] [--steps N] ...
+    python -m benchmarks.codebook [--preset full|smoke] [--results DIR] [--steps N] ...
 
 The report moved from 3 x 8,192 to 3 x 32,768 codes and gained 4.75% P-score; OneRec v1
 uses balanced k-means (each code takes |V|/K items). Here, on a synthetic catalog large
@@ -21,23 +21,20 @@ For each codec:
 Two references on the same split: the same model with item ids (one level of N codes: an
 item-id vocabulary in the same encoder-decoder), and the K most popular training targets.
 
-Writes codebook.md, codebook.json and codebook.png under `--results` (`_quick` suffix with
-`--quick`).
+Writes `codebook<suffix>.md`, `.json` and `.png` under `--results`; suffix "" for the full
+preset, "_smoke" for the smoke one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,9 +49,9 @@ from benchmarks.heldout import (
     ranking_metrics,
     split_sessions,
 )
+from benchmarks.study import command_line, progress, study_main, with_preset, write_study
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.pretrain import logged_model_settings
+from onerec_lab.experiment.pretraining import logged_model_settings
 from policies.codec import SemanticIdCodec
 from policies.config import config_for
 from policies.item_embeddings import ItemEmbeddingConfig, train_item_embeddings
@@ -68,35 +65,64 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = 3  # semantic levels, as in OneRec
 
 
-@dataclass
-class CodebookArgs:
-    """Arguments of the codebook study."""
+@dataclass(frozen=True)
+class CodebookPreset:
+    """Sizes of one run of the study (each an option of `CodebookBenchArgs` too)."""
 
-    quick: bool = False  # tiny sizes for a smoke run (results are not comparable)
-    results: str = str(RESULTS)  # folder for codebook.md / .json / .png
-    items: int = 20_000  # catalog size: ~20 items per first-level code at 1,024 codes
-    codebooks: tuple[int, ...] = (64, 256, 1024)  # codes per level of the compared codecs
-    embedding_steps: int = 300  # item-embedding optimiser steps (quickstart's)
-    kmeans_iterations: int = RQKMeansConfig.iterations  # Lloyd iterations per level
-    users: int = 800  # logged sessions (one user each) of the cascade
-    cascade_steps: int = 300  # retrieval and ranking steps of the logging cascade (its default)
+    items: int  # catalog size
+    codebooks: tuple[int, ...]  # codes per level of the compared codecs
+    embedding_steps: int  # item-embedding optimiser steps
+    kmeans_iterations: int  # Lloyd iterations per level
+    users: int  # logged sessions (one user each) of the cascade
+    cascade_steps: int  # retrieval and ranking steps of the logging cascade
+    steps: int  # optimizer steps of every pre-training run
+    batch_size: int  # examples per step
+    recall_examples: int | None  # held-out examples of the beam search (None: all)
+
+
+PRESETS = {
+    # ~20 items per first-level code at 1,024 codes; quickstart's embedding steps; the
+    # cascade's default steps
+    "full": CodebookPreset(items=20_000, codebooks=(64, 256, 1024), embedding_steps=300,
+                           kmeans_iterations=RQKMeansConfig.iterations, users=800,
+                           cascade_steps=300, steps=300, batch_size=64, recall_examples=None),
+    "smoke": CodebookPreset(items=600, codebooks=(8, 16), embedding_steps=20,
+                            kmeans_iterations=5, users=40, cascade_steps=10, steps=3,
+                            batch_size=16, recall_examples=64),
+}
+
+
+@dataclass
+class CodebookBenchArgs:
+    """Arguments of `python -m benchmarks.codebook`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: tiny sizes,
+    # a minute (results are not comparable)
+    results: str = str(RESULTS)  # where codebook*.md / .json / .png are written
+    json: bool = False  # print the result as one JSON object
+    items: int | None = None  # catalog size (None: the preset's)
+    codebooks: tuple[int, ...] | None = None  # codes per level of the compared codecs (None:
+    # the preset's)
+    embedding_steps: int | None = None  # item-embedding optimiser steps (None: the preset's)
+    kmeans_iterations: int | None = None  # Lloyd iterations per level (None: the preset's)
+    users: int | None = None  # logged sessions (one user each) of the cascade (None: the
+    # preset's)
+    cascade_steps: int | None = None  # retrieval and ranking steps of the logging cascade
+    # (None: the preset's)
     requests: int = 10  # most requests per logged session
     held_out_share: float = 0.2  # share of sessions held out for evaluation
-    steps: int = 300  # optimizer steps of every pre-training run
-    batch_size: int = 64  # examples per step
+    steps: int | None = None  # optimizer steps of every pre-training run (None: the preset's)
+    batch_size: int | None = None  # examples per step (None: the preset's)
     learning_rate: float = 1e-3  # AdamW peak step size (the lab's default)
     ks: tuple[int, ...] = (1, 5, 10)  # Recall/NDCG cut-offs; beams = max(ks)
-    recall_examples: int | None = None  # held-out examples of the beam search (None: all)
+    recall_examples: int | None = None  # held-out examples of the beam search (None: the
+    # preset's: all for full)
     item_ids: bool = True  # also train the item-id reference (one level of N codes)
     threads: int = 1  # torch intra-op threads (1: the cores are shared)
     seed: int = 0  # seeds the world, the codes, the split, the weights and the batches
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def fit_codecs(embeddings: torch.Tensor, args: CodebookArgs) -> list[dict[str, Any]]:
+def fit_codecs(embeddings: torch.Tensor, args: CodebookBenchArgs) -> list[dict[str, Any]]:
     """Balanced and plain RQ-Kmeans at every codebook size: codec, metrics, fit seconds."""
     rows = []
     for size in args.codebooks:
@@ -111,7 +137,7 @@ def fit_codecs(embeddings: torch.Tensor, args: CodebookArgs) -> list[dict[str, A
     return rows
 
 
-def downstream(codec: SemanticIdCodec, split: SplitExamples, logs, args: CodebookArgs,
+def downstream(codec: SemanticIdCodec, split: SplitExamples, logs, args: CodebookBenchArgs,
                popular: np.ndarray) -> dict[str, Any]:
     """Pre-train the tiny OneRec with these codes; its held-out figures. `popular` (N,):
     items by training frequency, most frequent first (for the long-tail recall)."""
@@ -158,7 +184,7 @@ def popularity_ranking(split: SplitExamples) -> np.ndarray:
     return np.argsort(-counts, kind="stable")
 
 
-def popularity_recall(split: SplitExamples, args: CodebookArgs) -> dict[str, float]:
+def popularity_recall(split: SplitExamples, args: CodebookBenchArgs) -> dict[str, float]:
     """The most popular training targets, the same list for every held-out user: Recall@K
     and NDCG@K on the recall examples (its long-tail recall is 0 by construction)."""
     ranking = popularity_ranking(split)
@@ -175,8 +201,8 @@ def standard_error(recall: float, examples: int) -> float:
     return math.sqrt(max(recall * (1 - recall), 0.0) / examples)
 
 
-def plot(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]], args: CodebookArgs,
-         results: Path, suffix: str) -> None:
+def plot(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]],
+         args: CodebookBenchArgs, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,12 +242,12 @@ def plot(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]], args
     figure.suptitle(f"Semantic-ID codebooks on a {args.items:,}-item synthetic catalog: "
                     "same tiny OneRec, data and steps")
     figure.tight_layout()
-    figure.savefig(results / f"codebook{suffix}.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def verdicts(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]],
-             args: CodebookArgs) -> list[str]:
+             args: CodebookBenchArgs) -> list[str]:
     """Plain statements of what the numbers say (larger codebook; balanced against plain;
     the models against the most-popular list)."""
     k = max(args.ks)
@@ -270,7 +296,7 @@ def verdicts(rows: list[dict[str, Any]], references: dict[str, dict[str, Any]],
     return lines
 
 
-def report_lines(command: str, args: CodebookArgs, rows: list[dict[str, Any]],
+def report_lines(command: str, args: CodebookBenchArgs, rows: list[dict[str, Any]],
                  references: dict[str, dict[str, Any]], facts: dict[str, Any],
                  suffix: str) -> list[str]:
     k = max(args.ks)
@@ -376,17 +402,11 @@ def report_lines(command: str, args: CodebookArgs, rows: list[dict[str, Any]],
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, CodebookArgs)
-    args = build_from_namespace(CodebookArgs, parser.parse_args(argv))
-    if args.quick:
-        args.items, args.codebooks, args.embedding_steps, args.users = 600, (8, 16), 20, 40
-        args.cascade_steps, args.steps, args.batch_size, args.recall_examples = 10, 3, 16, 64
-        args.kmeans_iterations = 5
+def run(args: CodebookBenchArgs) -> dict[str, Any]:
+    """The study at `args`; writes its report and returns its figures and the report's path."""
+    command = command_line("benchmarks.codebook", args)
+    args = with_preset(args, PRESETS)
     torch.set_num_threads(args.threads)
-    suffix = "_quick" if args.quick else ""
-    command = "python -m benchmarks.codebook " + shlex.join(sys.argv[1:] if argv is None else argv)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     progress("world: catalog, item embeddings, cascade logs")
     catalog = generate_synthetic_catalog(CatalogConfig(num_items=args.items), seed=args.seed)
@@ -416,18 +436,20 @@ def main(argv: list[str] | None = None) -> int:
              "train_examples": split.train.num_examples,
              "held_out_examples": split.held_out.num_examples,
              "recall_examples": rows[0]["recall_examples"]}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    plot(rows, references, args, results, suffix)
-    lines = report_lines(command.strip(), args, rows, references, facts, suffix)
-    (results / f"codebook{suffix}.md").write_text("\n".join(lines) + "\n")
-    (results / f"codebook{suffix}.json").write_text(json.dumps({
-        "command": command.strip(), "args": asdict(args), "machine": platform.machine(),
-        "cpu_cores": os.cpu_count(), "threads": args.threads, **facts, "results": rows,
-        "references": references,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    result = {"command": command, "args": asdict(args), "machine": platform.machine(),
+              "cpu_cores": os.cpu_count(), "threads": args.threads, **facts, "results": rows,
+              "references": references}
+    report = write_study(
+        args.results, "codebook", args.preset, result,
+        lambda path: plot(rows, references, args, path),
+        lambda suffix: "\n".join(report_lines(command, args, rows, references, facts,
+                                              suffix)) + "\n")
+    return {"codecs": rows, "references": references, "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.codebook", __doc__.splitlines()[0], CodebookBenchArgs, run,
+                      argv)
 
 
 if __name__ == "__main__":

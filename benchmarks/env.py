@@ -1,8 +1,9 @@
 """Simulator benchmark: throughput, memory and behaviour realism.
 
-    python -m benchmarks.env [--quick]
+    python -m benchmarks.env [--preset full|smoke] [--results DIR]
 
-Writes benchmarks/results/env.md and env.json:
+Writes `env<suffix>.md` and `.json` under `--results` (suffix "" for the full preset, "_smoke"
+for the smoke one):
 - impressions/s of the native vector env (1,024 users, slates of 10, all four pathways,
   autoresets included) against Gymnasium's SyncVectorEnv over single `OneRecSession` envs
   on the same users and slates, and the speedup;
@@ -16,17 +17,20 @@ Letters used in shape comments: M impressions.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from benchmarks.env_throughput import MAX_REQUESTS, BenchEnvArgs
+from benchmarks.env_throughput import run as bench_env
+from benchmarks.study import command_line, study_main, write_report
 from envs.logging_policies import PopularPolicy
 from envs.logs import collect_sessions, summarise
 from envs.response import ResponseConfig
@@ -35,9 +39,7 @@ from envs.simulator import SessionConfig
 from envs.spec import FEEDBACK_FIELDS
 from envs.users import PopulationConfig
 from envs.vector_env import OneRecVectorEnv
-from onerec_lab.commands.bench_env import MAX_REQUESTS, BenchEnvArgs
-from onerec_lab.commands.bench_env import run as bench_env
-from onerec_lab.commands.simulate import build_catalog
+from onerec_lab.experiment.world import make_catalog
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIKEHATE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "kuairand-likehate"
@@ -45,6 +47,36 @@ LIKEHATE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "kuairand-
 BINARY = ("click", "long_view", "follow", "comment", "forward")
 CORRELATED = ("click", "long_view", "follow", "comment", "forward", "like", "watch_ratio")
 NO_RELATION = 0.01  # |correlation| below this in 33k rows is no relation: its sign is noise
+
+
+@dataclass(frozen=True)
+class EnvPreset:
+    """Sizes of one run of the benchmark."""
+
+    users: int  # concurrent users of the throughput runs and of the CPU-cost breakdown
+    steps: int  # timed requests of the native env, the reference and the one-reset-thread run
+    short_history_steps: int  # timed requests of the run with a 500-impression warm history
+    memory_users: int  # concurrent users of the memory measure
+    new_user_repeats: int  # new users drawn one after another in one `OneRecSession`
+    realism_users: int  # popularity-policy sessions of the realism comparison
+
+
+PRESETS = {
+    "full": EnvPreset(users=1024, steps=50, short_history_steps=30, memory_users=10_000,
+                      new_user_repeats=30, realism_users=4000),
+    "smoke": EnvPreset(users=64, steps=5, short_history_steps=5, memory_users=256,
+                       new_user_repeats=5, realism_users=200),
+}
+
+
+@dataclass
+class EnvBenchArgs:
+    """Arguments of `python -m benchmarks.env`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured benchmark; smoke: small
+    # sizes (timings not comparable)
+    results: str = str(RESULTS)  # where env*.md / .json are written
+    json: bool = False  # print the result as one JSON object
 
 
 def relations(columns: dict[str, np.ndarray]) -> dict[str, object]:
@@ -91,7 +123,7 @@ def kuairand_columns(path: Path) -> dict[str, np.ndarray]:
 
 def simulated_columns(users: int, requests: int, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     """Popularity-policy sessions, restricted to liked or hated impressions."""
-    catalog = build_catalog(5000, None, seed)
+    catalog = make_catalog(5000, seed)
     logs = collect_sessions(PopularPolicy(catalog), catalog, users, requests, seed,
                             policy_name="popular")
     shown = logs.shown
@@ -137,7 +169,7 @@ def realism_markdown(real: dict, simulated: dict) -> list[str]:
 
 def _native_rate(users: int, steps: int, warm_history: int, reset_threads: int) -> dict:
     """Native vector env throughput with another warm history or number of reset threads."""
-    catalog = build_catalog(5000, None, 0)
+    catalog = make_catalog(5000, 0)
     config = SessionConfig(population=PopulationConfig(warm_history=warm_history),
                            reset_threads=reset_threads)
     env = OneRecVectorEnv(num_envs=users, max_episode_steps=MAX_REQUESTS, catalog=catalog,
@@ -154,10 +186,10 @@ def _native_rate(users: int, steps: int, warm_history: int, reset_threads: int) 
             "impressions_per_cpu_s": impressions / cpu}
 
 
-def cost_breakdown(users: int, quick: bool) -> dict[str, float]:
+def cost_breakdown(users: int, repeats: int) -> dict[str, float]:
     """CPU milliseconds of the two kinds of work: a request (no session ends) and a new user,
     in the native env (batched) and in one `OneRecSession`."""
-    catalog = build_catalog(5000, None, 0)
+    catalog = make_catalog(5000, 0)
     patient = ResponseConfig(initial_patience=(1e9,) * 4, patience_cap=1e9)  # nobody leaves
     native = OneRecVectorEnv(num_envs=users, max_episode_steps=10**6, catalog=catalog,
                              config=SessionConfig(response=patient))
@@ -174,7 +206,6 @@ def cost_breakdown(users: int, quick: bool) -> dict[str, float]:
     native.close()
     single = OneRecSession(catalog=catalog, config=SessionConfig(response=patient))
     single.reset(seed=0)
-    repeats = 5 if quick else 30
     cpu = time.process_time()
     for seed in range(repeats):
         single.reset(seed=seed)
@@ -188,33 +219,31 @@ def cost_breakdown(users: int, quick: bool) -> dict[str, float]:
             "single_request_ms": single_request_ms, "single_new_user_ms": single_new_user_ms}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    options = parser.parse_args(argv)
-    quick = options.quick
+def run(args: EnvBenchArgs) -> dict[str, Any]:
+    """The benchmark at `args`; writes its report and returns its figures and the report's
+    path."""
+    command = command_line("benchmarks.env", args)
+    preset = PRESETS[args.preset]
     first_started = time.perf_counter()  # numba compiles the kernels once per machine (cached)
-    first = OneRecVectorEnv(num_envs=2, catalog=build_catalog(5000, None, 0))
+    first = OneRecVectorEnv(num_envs=2, catalog=make_catalog(5000, 0))
     first.reset(seed=0)
     first.close()
     first_env_seconds = time.perf_counter() - first_started
     load_before = os.getloadavg()[0]  # other engineers' jobs share this machine
-    bench = bench_env(BenchEnvArgs(
-        users=64 if quick else 1024, steps=5 if quick else 50,
-        reference_steps=5 if quick else 50, memory_users=256 if quick else 10_000,
-    ))
+    bench = bench_env(BenchEnvArgs(users=preset.users, steps=preset.steps,
+                                   reference_steps=preset.steps,
+                                   memory_users=preset.memory_users))
     load_after = os.getloadavg()[0]
     threads = SessionConfig().reset_threads
-    one_thread = _native_rate(users=64 if quick else 1024, steps=5 if quick else 50,
-                              warm_history=2000, reset_threads=1)
-    short_history = _native_rate(users=64 if quick else 1024, steps=5 if quick else 30,
+    one_thread = _native_rate(users=preset.users, steps=preset.steps, warm_history=2000,
+                              reset_threads=1)
+    short_history = _native_rate(users=preset.users, steps=preset.short_history_steps,
                                  warm_history=500, reset_threads=threads)
-    costs = cost_breakdown(64 if quick else 1024, quick)
-    simulated, summary = simulated_columns(200 if quick else 4000, 20, seed=0)
+    costs = cost_breakdown(preset.users, preset.new_user_repeats)
+    simulated, summary = simulated_columns(preset.realism_users, 20, seed=0)
     sim_relations = relations(simulated)
     real_relations = relations(kuairand_columns(LIKEHATE)) if LIKEHATE.is_file() else None
 
-    command = "python -m benchmarks.env" + (" --quick" if quick else "")
     memory = bench["memory"]
     lines = [
         "# Simulator benchmark", "", f"Command: `{command}`", "",
@@ -286,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += realism_markdown(real_relations, sim_relations)
     else:
         lines.append(f"{LIKEHATE} is absent: no KuaiRand comparison.")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "env.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "env.json").write_text(json.dumps({
+    result = {
         "command": command, "load_average": {"before": load_before, "after": load_after},
         "first_env_seconds": first_env_seconds,
         "throughput": {k: v for k, v in bench.items() if k != "memory"},
@@ -296,9 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         "short_warm_history": short_history, "cpu_costs": costs,
         "simulated_summary": summary, "simulated_relations": sim_relations,
         "kuairand_relations": real_relations,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    }
+    report = write_report(args.results, "env", args.preset, result, "\n".join(lines) + "\n")
+    return {**result, "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.env", __doc__.splitlines()[0], EnvBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

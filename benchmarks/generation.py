@@ -1,8 +1,9 @@
 """Pass@K generation time per user: beam search and sampling with the encoder run once.
 
-    python -m benchmarks.generation [--quick] [--threads N] [--users B] [--repeats R]
+    python -m benchmarks.generation [--preset full|smoke] [--threads N] [--users B] [--repeats R]
 
-Writes benchmarks/results/generation.md and generation.json. For K = 8, 64 and 512 items
+Writes `generation<suffix>.md` and `.json` under `--results` (suffix "" for the full preset,
+"_smoke" for the smoke one). For K = 8, 64 and 512 items
 per user, the wall time of `policies.generation.beam_search` and `sample` on a batch of B
 users, divided by B. Both encode each user's context once and share its cross-attention
 keys/values among the user's K beams or samples (`_start`); decoding is trie-constrained to
@@ -24,29 +25,26 @@ Letters used in shape comments: B users, K candidates per user.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from benchmarks.pretrain import ITEMS, MEASURED_PRESETS, preset_policy
+from benchmarks.study import command_line, progress, study_main, with_preset, write_report
 from envs.logging_policies import PopularPolicy
 from envs.logs import collect_sessions
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.evaluate_offline import hardware_description
-from onerec_lab.commands.simulate import build_catalog
+from onerec_lab.experiment.machine import hardware_description
+from onerec_lab.experiment.world import make_catalog
 from policies.encoder import Context
 from policies.generation import beam_search, sample
 from policies.onerec import OneRecPolicy
@@ -55,32 +53,51 @@ from trainers.pretrain_data import LoggedExamples
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+@dataclass(frozen=True)
+class GenerationPreset:
+    """Sizes of one run of the benchmark (each an option of `GenerationBenchArgs` too)."""
+
+    users: int  # B: users per generation call
+    candidates: tuple[int, ...]  # K: items per user
+    presets: tuple[str, ...]  # model shapes (benchmarks.pretrain's)
+    repeats: int  # timed runs per figure after one untimed warm-up
+
+
+PRESETS = {
+    "full": GenerationPreset(users=8, candidates=(8, 64, 512), presets=MEASURED_PRESETS,
+                             repeats=3),
+    "smoke": GenerationPreset(users=2, candidates=(8, 64), presets=("tiny",), repeats=1),
+}
+
+
 @dataclass
 class GenerationBenchArgs:
-    """Arguments of the generation benchmark."""
+    """Arguments of `python -m benchmarks.generation`."""
 
-    quick: bool = False  # tiny preset, K = 8 and 64, 2 users, 1 repeat: a smoke run
+    preset: Literal["full", "smoke"] = "full"  # full: the measured benchmark; smoke: the tiny
+    # shape, K = 8 and 64, 2 users, 1 repeat
+    results: str = str(RESULTS)  # where generation*.md / .json are written
+    json: bool = False  # print the result as one JSON object
     threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
-    users: int = 8  # B: users per generation call; time per user = call time / B
-    candidates: tuple[int, ...] = (8, 64, 512)  # K: items per user (the issue's Pass@K)
-    presets: tuple[str, ...] = MEASURED_PRESETS  # model shapes (benchmarks.pretrain's)
-    repeats: int = 3  # timed runs per figure after one untimed warm-up; the fastest counts
+    users: int | None = None  # B: users per generation call; time per user = call time / B
+    # (None: the preset's)
+    candidates: tuple[int, ...] | None = None  # K: items per user, the issue's Pass@K (None:
+    # the preset's)
+    presets: tuple[str, ...] | None = None  # model shapes, benchmarks.pretrain's (None: the
+    # preset's)
+    repeats: int | None = None  # timed runs per figure after one untimed warm-up; the fastest
+    # counts (None: the preset's)
     naive_chunk: int = 64  # re-encode reference: candidate rows per encoder call
     naive: bool = True  # also time the re-encode-per-candidate reference
     seed: int = 0  # seeds the logged sessions and the samples (codes, weights: seed 0)
-    results_dir: str = str(RESULTS)  # where generation.md and generation.json go
 
     def __post_init__(self) -> None:
         for name in ("threads", "users", "repeats", "naive_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        if not self.candidates or min(self.candidates) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.candidates is not None and (not self.candidates or min(self.candidates) < 1):
             raise ValueError(f"--candidates must be positive K values, got {self.candidates}")
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def fastest_seconds(run: Callable[[], Any], repeats: int) -> float:
@@ -193,32 +210,29 @@ def report(command: str, args: GenerationBenchArgs, rows: list[dict[str, Any]],
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, GenerationBenchArgs)
-    args = build_from_namespace(GenerationBenchArgs, parser.parse_args(argv))
-    if args.quick:
-        args = dataclasses.replace(args, users=2, candidates=(8, 64), presets=("tiny",),
-                                   repeats=1)
+def run(args: GenerationBenchArgs) -> dict[str, Any]:
+    """The benchmark at `args`; writes its report and returns its figures and the report's
+    path."""
+    command = command_line("benchmarks.generation", args)
+    args = with_preset(args, PRESETS)
     torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.generation " + shlex.join(sys.argv[1:] if argv is None
-                                                              else argv)
     load_start = os.getloadavg()[0]
-    catalog = build_catalog(ITEMS, None, seed=args.seed)
+    catalog = make_catalog(ITEMS, args.seed)
     logs = collect_sessions(PopularPolicy(catalog), catalog, max(args.users, 8), 10,
                             seed=args.seed, policy_name="popular")
     examples = LoggedExamples(logs)
     rows = [row for preset in args.presets for row in measure_preset(preset, examples, args)]
-    lines = report(command.strip(), args, rows, (load_start, os.getloadavg()[0]))
-    results = Path(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "generation.md").write_text("\n".join(lines) + "\n")
-    (results / "generation.json").write_text(json.dumps({
-        "command": command.strip(), "hardware": hardware_description(),
-        "arguments": dataclasses.asdict(args), "results": rows,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    lines = report(command, args, rows, (load_start, os.getloadavg()[0]))
+    result = {"command": command, "hardware": hardware_description(),
+              "arguments": dataclasses.asdict(args), "results": rows}
+    path = write_report(args.results, "generation", args.preset, result,
+                        "\n".join(lines) + "\n")
+    return {"rows": rows, "results": str(path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.generation", __doc__.splitlines()[0], GenerationBenchArgs, run,
+                      argv)
 
 
 if __name__ == "__main__":

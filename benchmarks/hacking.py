@@ -19,19 +19,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 
-from benchmarks.alignment import NTP_WEIGHT
-from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.study import Study, build_world, study_machine, study_main, write_study
+from benchmarks.alignment import NTP_WEIGHT, shared_study
+from benchmarks.study import WorldStudyArgs, save_study, study_main
 from envs.logs import collect_sessions
 from policies.cascade import CascadeRecommender
 from rewards import ParetoConfig, PScoreTrainConfig, fit_pscore
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REWARD = "pscore + 0.5*format"
 LOG_SEED = 5_000_000  # first user seed of the proxies' logs: apart from the world's users
 START_STEPS = 5  # the plot's curves are relative to the mean of the first steps
@@ -61,25 +58,14 @@ PRESETS = {
 }
 
 
-@dataclass
-class HackingBenchArgs:
-    """Arguments of `python -m benchmarks.hacking`."""
-
-    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds
-    work: str = "runs/studies"  # cache of the study world (shared with benchmarks.alignment)
-    results: str = str(RESULTS)  # where hacking*.md / .json / .png are written
-    json: bool = False  # print the summary as one JSON object
+HackingBenchArgs = WorldStudyArgs  # the arguments of `python -m benchmarks.hacking`: none of its own
 
 
 def run(args: HackingBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
-    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
-    alignment = ALIGNMENT_PRESETS[args.preset]
-    world = build_world(alignment.world, Path(args.work) / args.preset / "world")
-    study = Study(world, eval_users=alignment.eval_users, eval_requests=alignment.eval_requests,
-                  proxy_spec=REWARD)
-    cascade = CascadeRecommender.load(world / "cascade.pt")
+    alignment, study = shared_study(args, proxy_spec=REWARD)
+    cascade = CascadeRecommender.load(study.world.cascade_path)
 
     proxies, fits = {}, {}
     for name, users in (("little data", preset.little_users), ("much data", preset.much_users)):
@@ -131,19 +117,15 @@ def run(args: HackingBenchArgs) -> dict[str, Any]:
                                         for h in history[-window:]])),
         }
     result = {
-        "command": f"python -m benchmarks.hacking --preset {args.preset}",
         "preset": asdict(preset),
         "world": asdict(alignment.world),
         "proxies": fits,
         "evaluations": evaluations,
         "summary": summary,
         "curves": curves,
-        "machine": study_machine(),
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    report = write_study(args.results, "hacking", args.preset, result,
-                         lambda path: _plot(curves, path),
-                         lambda suffix: _markdown(result, suffix))
+    report = save_study("hacking", args, started, result,
+                        lambda saved, path: _plot(saved["curves"], path), _markdown)
     return {"summary": summary, "evaluations": evaluations, "proxies": fits,
             "results": str(report)}
 

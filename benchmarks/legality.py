@@ -21,22 +21,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
+from benchmarks.alignment import REWARDS, Task, rl_settings, shared_study, train_cells
+from benchmarks.study import WorldStudyArgs, mean_std, save_study, spread, study_main
 
-from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.alignment import (
-    REWARDS,
-    Task,
-    group_by_cell,
-    rl_settings,
-    run_tasks,
-    start_worker,
-)
-from benchmarks.study import build_world, spread, study_machine, study_main, write_study
-
-RESULTS = Path(__file__).resolve().parent / "results"
 NTP_WEIGHTS = (1.0, 0.1)  # the lab's default co-training, and a weak one
 
 
@@ -59,14 +48,10 @@ PRESETS = {
 
 
 @dataclass
-class LegalityBenchArgs:
+class LegalityBenchArgs(WorldStudyArgs):
     """Arguments of `python -m benchmarks.legality`."""
 
-    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds
-    work: str = "runs/studies"  # cache of the study world (shared with benchmarks.alignment)
-    results: str = str(RESULTS)  # where legality*.md / .json / .png are written
     workers: int = 1  # processes training the runs side by side (one torch thread each)
-    json: bool = False  # print the summary as one JSON object
 
 
 def _tasks(alignment: Any, preset: LegalityPreset) -> list[Task]:
@@ -90,15 +75,10 @@ def _tasks(alignment: Any, preset: LegalityPreset) -> list[Task]:
 
 def run(args: LegalityBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
-    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
-    alignment = ALIGNMENT_PRESETS[args.preset]
-    world = build_world(alignment.world, Path(args.work) / args.preset / "world")
+    alignment, study = shared_study(args)
     tasks = _tasks(alignment, preset)
-    if args.workers <= 1:
-        start_worker(str(world), alignment.eval_users, alignment.eval_requests)
-    outcomes = run_tasks(tasks, world, alignment, args.workers)
-    cells = group_by_cell(tasks, outcomes)
+    cells = train_cells(tasks, study, alignment, args.workers)
     table = {}
     for name, cell in cells.items():
         curves = cell["curves"]
@@ -111,18 +91,12 @@ def run(args: LegalityBenchArgs) -> dict[str, Any]:
             "grad_norm_max": spread([max(h["charts/grad_norm"] for h in c) for c in curves]),
         }
     result = {
-        "command": f"python -m benchmarks.legality --preset {args.preset}"
-                   + (f" --workers {args.workers}" if args.workers > 1 else ""),
         "preset": asdict(preset),
         "rl": rl_settings(alignment),
         "table": table,
         "curves": {name: cell["curves"] for name, cell in cells.items()},
-        "machine": study_machine(per_worker=True),
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    report = write_study(args.results, "legality", args.preset, result,
-                         lambda path: _plot(result, path),
-                         lambda suffix: _markdown(result, suffix))
+    report = save_study("legality", args, started, result, _plot, _markdown, per_worker=True)
     return {"table": table, "results": str(report)}
 
 
@@ -164,12 +138,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 def _markdown(result: dict[str, Any], suffix: str) -> str:
     preset, rl = result["preset"], result["rl"]
 
-    def cell(value: dict[str, float], digits: int) -> str:
-        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-
-    rows = [f"| {name} | {cell(f['true_watch_time'], 0)} | {cell(f['legality'], 3)} | "
-            f"{cell(f['lowest_rollout_legality'], 3)} | {cell(f['ratio_max'], 2)} | "
-            f"{cell(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
+    rows = [f"| {name} | {mean_std(f['true_watch_time'], 0)} | {mean_std(f['legality'], 3)} | "
+            f"{mean_std(f['lowest_rollout_legality'], 3)} | {mean_std(f['ratio_max'], 2)} | "
+            f"{mean_std(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
     return "\n".join([
         "# Legality and stability: format reward, co-training, ECPO's early clip",
         "",

@@ -1,8 +1,9 @@
 """Pre-training throughput on the CPU: tokens per second of `trainers.pretrain`.
 
-    python -m benchmarks.pretrain [--quick] [--threads N] [--steps N] [--batch-size N]
+    python -m benchmarks.pretrain [--preset full|smoke] [--threads N] [--steps N] [--batch-size N]
 
-Writes benchmarks/results/pretrain.md and pretrain.json. Tokens are what the model
+Writes `pretrain<suffix>.md` and `.json` under `--results` (suffix "" for the full preset,
+"_smoke" for the smoke one). Tokens are what the model
 processes per example: encoder context tokens (one static token plus every non-padding
 item of the short-term, positive and lifelong pathways: at most 1 + 20 + 256 + 128 = 405,
 the report's context) and decoder tokens (the L teacher-forced codes of the target item).
@@ -17,22 +18,24 @@ all four pathways at the report's lengths. Codes are random at each preset's cod
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
+from benchmarks.study import command_line, study_main, with_preset, write_report
 from envs.logging_policies import PopularPolicy
 from envs.logs import LoggedSessions, collect_sessions
-from onerec_lab.commands.evaluate_offline import hardware_description
-from onerec_lab.commands.pretrain import logged_model_settings
-from onerec_lab.commands.simulate import build_catalog
+from onerec_lab.experiment.machine import hardware_description
+from onerec_lab.experiment.pretraining import logged_model_settings
+from onerec_lab.experiment.world import make_catalog
 from policies.codec import SemanticIdCodec
-from policies.config import PRESETS, config_for
+from policies.config import PRESETS as MODEL_PRESETS
+from policies.config import config_for
 from policies.onerec import OneRecPolicy, build_policy
 from trainers.pretrain import PretrainConfig, pretrain
 from trainers.pretrain_data import LoggedExamples
@@ -41,6 +44,35 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MEASURED_PRESETS = ("tiny", "0.015B")
 ITEMS = 5_000
 WARMUP_STEPS = 2  # untimed steps first: allocator and thread-pool start-up are not throughput
+
+
+@dataclass(frozen=True)
+class PretrainPreset:
+    """Sizes of one run of the benchmark (each an option of `PretrainBenchArgs` too)."""
+
+    steps: int  # timed optimizer steps per model preset
+    batch_size: int  # examples per step
+    users: int  # logged sessions of the popularity policy (the examples' pool)
+
+
+PRESETS = {
+    "full": PretrainPreset(steps=20, batch_size=64, users=256),
+    "smoke": PretrainPreset(steps=3, batch_size=8, users=32),
+}
+
+
+@dataclass
+class PretrainBenchArgs:
+    """Arguments of `python -m benchmarks.pretrain`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured benchmark; smoke: 3 steps
+    # of 8 examples
+    results: str = str(RESULTS)  # where pretrain*.md / .json are written
+    json: bool = False  # print the result as one JSON object
+    threads: int = 1  # torch intra-op threads (1: the machine's cores are shared)
+    steps: int | None = None  # timed optimizer steps per model preset (None: the preset's)
+    batch_size: int | None = None  # examples per step (None: the preset's)
+    users: int | None = None  # logged sessions of the popularity policy (None: the preset's)
 
 
 def random_codec(codebook_sizes: tuple[int, ...], num_items: int, seed: int) -> SemanticIdCodec:
@@ -54,7 +86,7 @@ def random_codec(codebook_sizes: tuple[int, ...], num_items: int, seed: int) -> 
 def preset_policy(preset: str, logs: LoggedSessions) -> OneRecPolicy:
     """The preset shaped for the logs (pathway lengths, side features), random codes."""
     overrides, item_features = logged_model_settings(logs)
-    codec = random_codec(PRESETS[preset].codebook_sizes, ITEMS, seed=0)
+    codec = random_codec(MODEL_PRESETS[preset].codebook_sizes, ITEMS, seed=0)
     config = config_for(preset, num_items=ITEMS, codebook_sizes=codec.codebook_sizes,
                         **overrides)
     policy = build_policy(config, seed=0)
@@ -94,24 +126,16 @@ def measure(preset: str, logs: LoggedSessions, steps: int, batch_size: int) -> d
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 steps of 8 examples: a smoke run")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: the machine's cores are shared)")
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per preset")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per step")
-    options = parser.parse_args(argv)
-    steps, batch_size = (3, 8) if options.quick else (options.steps, options.batch_size)
-    torch.set_num_threads(options.threads)
-    catalog = build_catalog(ITEMS, None, seed=0)
-    users = 32 if options.quick else 256
-    logs = collect_sessions(PopularPolicy(catalog), catalog, users, 10, seed=0,
+def run(args: PretrainBenchArgs) -> dict[str, Any]:
+    """The benchmark at `args`; writes its report and returns its figures and the report's
+    path."""
+    command = command_line("benchmarks.pretrain", args)
+    args = with_preset(args, PRESETS)
+    torch.set_num_threads(args.threads)
+    catalog = make_catalog(ITEMS, 0)
+    logs = collect_sessions(PopularPolicy(catalog), catalog, args.users, 10, seed=0,
                             policy_name="popular")
-    rows = [measure(preset, logs, steps, batch_size) for preset in MEASURED_PRESETS]
-
-    command = "python -m benchmarks.pretrain" + (" --quick" if options.quick else "") + (
-        f" --threads {options.threads}" if options.threads != 1 else "")
+    rows = [measure(preset, logs, args.steps, args.batch_size) for preset in MEASURED_PRESETS]
     lines = [
         "# Pre-training throughput (CPU)", "", f"Command: `{command}`", "",
         f"Machine: {hardware_description()}, Python {platform.python_version()}.", "",
@@ -125,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f"synthetic catalog, {LoggedExamples(logs).num_examples:,} high-quality exposures "
         "(long view, like, follow or forward; no hate). Random codes at each preset's "
         "codebook sizes; creator, leaf-category and duration side features on. "
-        f"{WARMUP_STEPS} untimed warm-up steps, then {steps} timed steps of {batch_size} "
+        f"{WARMUP_STEPS} untimed warm-up steps, then {args.steps} timed steps of {args.batch_size} "
         "examples.", "",
         "| preset | parameters | codebooks | context tokens / example | encoder tokens/s "
         "| decoder tokens/s | **tokens/s** | tokens / CPU-s | examples/s | s / step |",
@@ -142,14 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         "CPU-second (the measured run's process CPU time, data preparation included) is the "
         "steadier figure; wall-clock rates vary between runs with the load.",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pretrain.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "pretrain.json").write_text(json.dumps({
-        "command": command, "hardware": hardware_description(), "threads": options.threads,
-        "sessions": logs.num_sessions, "warmup_steps": WARMUP_STEPS, "results": rows,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    result = {"command": command, "hardware": hardware_description(), "threads": args.threads,
+              "sessions": logs.num_sessions, "warmup_steps": WARMUP_STEPS, "results": rows}
+    report = write_report(args.results, "pretrain", args.preset, result,
+                          "\n".join(lines) + "\n")
+    return {"rows": rows, "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.pretrain", __doc__.splitlines()[0], PretrainBenchArgs, run,
+                      argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """P-score benchmark: per-objective AUC of the towers, the equal-weight fusion and the
 Pareto-searched fusion, on logs of the popularity logging policy.
 
-    python -m benchmarks.pscore [--quick] [--seeds 0 1 2 3 4] [--users 12000]
+    python -m benchmarks.pscore [--preset full|smoke] [--seeds 0 1 2 3 4] [--users 12000]
 
-Logs sessions with `onerec-lab simulate` (popular policy), fits the P-score with
-`onerec-lab reward fit` once per seed (same logs, different split / initialisation / search),
-and writes benchmarks/results/pscore.md and pscore.json. Every AUC is on the test split,
+Logs sessions of the popular policy (as `onerec-lab simulate` does), fits the P-score once per
+seed as `onerec-lab reward fit` does (same logs, different split / initialisation / search),
+and writes `pscore<suffix>.md` and `.json` under `--results` (suffix "" for the full preset,
+"_smoke" for the smoke one). Every AUC is on the test split,
 which neither the towers nor the weight search saw; the search split's numbers (where the
 search guarantees "no objective drops") are reported beside them.
 
@@ -18,26 +19,57 @@ split, first seed only), since a P-score blind to watch seconds is a proxy RL ca
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from envs.logs import LoggedSessions
+from benchmarks.study import command_line, study_main, with_preset, write_report
+from envs.logging_policies import make_logging_policy
+from envs.logs import LoggedSessions, collect_sessions, summarise
 from envs.spec import BEHAVIOURS
-from onerec_lab.commands.reward import RewardFitArgs, run_fit
-from onerec_lab.commands.simulate import SimulateArgs
-from onerec_lab.commands.simulate import run as simulate
+from onerec_lab.experiment.world import make_catalog
 from rewards import ParetoConfig, PScoreConfig, PScoreTrainConfig, fit_pscore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = 0.3  # share of requests for the weight search, and again for the test split
+ITEMS = 5_000  # synthetic catalog (seed 0) of the logs: `onerec-lab simulate`'s
+LOGGING_POLICY = "popular"
+
+
+@dataclass(frozen=True)
+class PScorePreset:
+    """Sizes of one run of the benchmark (each an option of `PScoreBenchArgs` too)."""
+
+    users: int  # logged sessions, one simulated user each
+    requests: int  # most requests per logged session
+    seeds: tuple[int, ...]  # fit seeds: split, initialisation, batch order and weight search
+
+
+PRESETS = {
+    "full": PScorePreset(users=12_000, requests=20, seeds=(0, 1, 2, 3, 4)),
+    "smoke": PScorePreset(users=600, requests=10, seeds=(0,)),
+}
+
+
+@dataclass
+class PScoreBenchArgs:
+    """Arguments of `python -m benchmarks.pscore`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured benchmark; smoke: small
+    # logs, one seed
+    results: str = str(RESULTS)  # where pscore*.md / .json are written
+    json: bool = False  # print the result as one JSON object
+    threads: int = 1  # torch threads (1: the models are small and cores are shared)
+    seeds: tuple[int, ...] | None = None  # fit seeds (None: the preset's)
+    users: int | None = None  # logged sessions (None: the preset's)
+    requests: int | None = None  # most requests per logged session (None: the preset's)
+    baseline: bool = True  # also fit the behaviour-only P-score for comparison on the first
+    # seed (--no-baseline skips it)
 
 
 def _cell(value: float | None) -> str:
@@ -163,62 +195,47 @@ def reading(fits: dict[int, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def baseline_fit(folder: str, seed: int) -> dict[str, Any]:
-    """The behaviour-only P-score (before the watch-time tower) on the same logs and split."""
-    logs = LoggedSessions.load(folder)
-    config = PScoreTrainConfig(
-        search_share=HELD_OUT,
-        test_share=HELD_OUT,
-        seed=seed,
-        pareto=ParetoConfig(seed=seed),
-    )
-    model_config = PScoreConfig.from_catalog(logs.catalog, objectives=BEHAVIOURS)
-    return {**fit_pscore(logs, logs.catalog, config, model_config).report, "seed": seed}
+def train_config(seed: int) -> PScoreTrainConfig:
+    """`onerec-lab reward fit`'s training with the benchmark's held-out shares: the fit's
+    seed is also the weight search's."""
+    return PScoreTrainConfig(search_share=HELD_OUT, test_share=HELD_OUT, seed=seed,
+                             pareto=ParetoConfig(seed=seed))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small logs, one seed (smoke run)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (1: the models are small and cores are shared)",
-    )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="fit seeds (default 0 1 2 3 4; --quick 0)"
-    )
-    parser.add_argument(
-        "--users", type=int, default=None, help="logged sessions (default 12000; --quick 600)"
-    )
-    parser.add_argument(
-        "--no-baseline",
-        action="store_true",
-        help="skip the behaviour-only P-score fitted for comparison on the first seed",
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    users, requests, seeds = (600, 10, [0]) if args.quick else (12_000, 20, [0, 1, 2, 3, 4])
-    users, seeds = args.users or users, args.seeds or seeds
-    command = "python -m benchmarks.pscore" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+def default_fit(logs: LoggedSessions, seed: int) -> dict[str, Any]:
+    """The default P-score fitted on `logs` at `seed`: its report and the fit's seconds."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        logged = simulate(
-            SimulateArgs(policy="popular", users=users, requests=requests, seed=0, out=folder)
-        )
-        fits = {
-            seed: run_fit(
-                RewardFitArgs(
-                    logs=folder,
-                    out=f"{folder}/pscore-{seed}",
-                    seed=seed,
-                    search_share=HELD_OUT,
-                    test_share=HELD_OUT,
-                )
-            )
-            for seed in seeds
-        }
-        baseline = None if args.no_baseline else baseline_fit(folder, seeds[0])
+    report = fit_pscore(logs, logs.catalog, train_config(seed)).report
+    return {**report, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def baseline_fit(logs: LoggedSessions, seed: int) -> dict[str, Any]:
+    """The behaviour-only P-score (before the watch-time tower) on the same logs and split."""
+    model_config = PScoreConfig.from_catalog(logs.catalog, objectives=BEHAVIOURS)
+    return {**fit_pscore(logs, logs.catalog, train_config(seed), model_config).report,
+            "seed": seed}
+
+
+def simulate(users: int, requests: int) -> LoggedSessions:
+    """`onerec-lab simulate --policy popular` at seed 0 on its default catalog."""
+    catalog = make_catalog(ITEMS, seed=0)
+    policy = make_logging_policy(LOGGING_POLICY, catalog)
+    return collect_sessions(policy, catalog, users, requests, seed=0,
+                            policy_name=LOGGING_POLICY)
+
+
+def run(args: PScoreBenchArgs) -> dict[str, Any]:
+    """The benchmark at `args`; writes its report and returns its figures and the report's
+    path."""
+    command = command_line("benchmarks.pscore", args)
+    args = with_preset(args, PRESETS)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    logs = simulate(args.users, args.requests)
+    logged = {"policy": LOGGING_POLICY, **summarise(logs),
+              "seconds": round(time.perf_counter() - started, 2)}
+    fits = {seed: default_fit(logs, seed) for seed in args.seeds}
+    baseline = baseline_fit(logs, args.seeds[0]) if args.baseline else None
     met = {seed: fit["target_met"] for seed, fit in fits.items()}
     lines = [
         "# P-score benchmark",
@@ -260,25 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *reading(fits),
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "pscore_quick" if args.quick else "pscore"  # a smoke run keeps the measured files
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "logs": logged,
-                "fits": {str(seed): fit for seed, fit in fits.items()},
-                "target_met": {str(seed): ok for seed, ok in met.items()},
-                "behaviour_only_baseline": baseline,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
-    print("\n".join(lines))
-    return 0
+    result = {
+        "command": command,
+        "logs": logged,
+        "fits": {str(seed): fit for seed, fit in fits.items()},
+        "target_met": {str(seed): ok for seed, ok in met.items()},
+        "behaviour_only_baseline": baseline,
+    }
+    report = write_report(args.results, "pscore", args.preset, result, "\n".join(lines) + "\n")
+    return {"target_met": result["target_met"], "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.pscore", __doc__.splitlines()[0], PScoreBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Scaling study: does the held-out next-token loss fall with model size?
 
-    python -m benchmarks.scaling [--quick] [--results DIR] [--steps N] ...
+    python -m benchmarks.scaling [--preset full|smoke] [--results DIR] [--steps N] ...
 
 The report shows pre-training loss falling from its 0.015B to its 2.633B model (no law
 fitted; OneRec-V2 fits L = 3.13 + 3660 / N^0.489). Those shapes do not train on a CPU, so
@@ -14,23 +14,20 @@ the edge of its range, L(N) = a N^-alpha (c = 0) is used instead and the report 
 Data: a synthetic catalog, item embeddings (content + co-engaged pairs) and balanced
 RQ-Kmeans codes as `quickstart` builds them; sessions logged by the cascade.
 
-Writes scaling.md, scaling.json, scaling.png (held-out loss against parameters with the fit)
-and scaling_curves.png (training loss per step) under `--results` (`_quick` suffix with
-`--quick`).
+Writes `scaling<suffix>.md`, `.json`, `.png` (held-out loss against parameters with the fit)
+and `scaling_curves<suffix>.png` (training loss per step) under `--results`; suffix "" for the
+full preset, "_smoke" for the smoke one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,9 +41,9 @@ from benchmarks.heldout import (
     held_out_loss,
     split_sessions,
 )
+from benchmarks.study import command_line, progress, study_main, with_preset, write_study
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.pretrain import logged_model_settings
+from onerec_lab.experiment.pretraining import logged_model_settings
 from policies.codec import SemanticIdCodec
 from policies.config import OneRecConfig
 from policies.item_embeddings import ItemEmbeddingConfig, train_item_embeddings
@@ -59,37 +56,67 @@ RESULTS = Path(__file__).resolve().parent / "results"
 C_GRID = 4000  # grid points for c in [0, min loss)
 
 
-@dataclass
-class ScalingArgs:
-    """Arguments of the scaling study."""
+@dataclass(frozen=True)
+class ScalingPreset:
+    """Sizes of one run of the study (each an option of `ScalingBenchArgs` too)."""
 
-    quick: bool = False  # tiny sizes for a smoke run (results are not comparable)
-    results: str = str(RESULTS)  # folder for scaling.md / .json / .png
-    items: int = 3_000  # synthetic catalog size (quickstart's)
-    codebook: int = 32  # codes per level, 3 levels (quickstart's: 32^3 addresses 3k items)
-    embedding_steps: int = 300  # item-embedding optimiser steps of the tokenizer
-    users: int = 800  # logged sessions (one user each) of the cascade
-    cascade_steps: int = 300  # retrieval and ranking steps of the logging cascade (its default)
+    items: int  # synthetic catalog size
+    codebook: int  # codes per level, 3 levels
+    embedding_steps: int  # item-embedding optimiser steps of the tokenizer
+    users: int  # logged sessions (one user each) of the cascade
+    cascade_steps: int  # retrieval and ranking steps of the logging cascade
+    widths: tuple[int, ...]  # d_model of each shape
+    depths: tuple[int, ...]  # encoder (= decoder) layers of each shape
+    steps: int  # optimizer steps of every shape (the same examples seen)
+    batch_size: int  # examples per step
+
+
+PRESETS = {
+    # quickstart's catalog and codes (32^3 addresses 3k items); the cascade's default steps
+    "full": ScalingPreset(items=3_000, codebook=32, embedding_steps=300, users=800,
+                          cascade_steps=300, widths=(16, 32, 48, 64, 96, 128),
+                          depths=(1, 1, 2, 2, 3, 4), steps=300, batch_size=64),
+    "smoke": ScalingPreset(items=400, codebook=8, embedding_steps=20, users=40, cascade_steps=10,
+                           widths=(8, 16, 24), depths=(1, 1, 1), steps=4, batch_size=16),
+}
+
+
+@dataclass
+class ScalingBenchArgs:
+    """Arguments of `python -m benchmarks.scaling`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: tiny sizes,
+    # a minute (results are not comparable)
+    results: str = str(RESULTS)  # where scaling*.md / .json / .png are written
+    json: bool = False  # print the result as one JSON object
+    items: int | None = None  # synthetic catalog size (None: the preset's)
+    codebook: int | None = None  # codes per level, 3 levels (None: the preset's)
+    embedding_steps: int | None = None  # item-embedding optimiser steps of the tokenizer
+    # (None: the preset's)
+    users: int | None = None  # logged sessions (one user each) of the cascade (None: the
+    # preset's)
+    cascade_steps: int | None = None  # retrieval and ranking steps of the logging cascade
+    # (None: the preset's)
     requests: int = 10  # most requests per logged session
     held_out_share: float = 0.2  # share of sessions held out for evaluation
-    widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128)  # d_model of each shape
-    depths: tuple[int, ...] = (1, 1, 2, 2, 3, 4)  # encoder (= decoder) layers of each shape
-    steps: int = 300  # optimizer steps of every shape (the same examples seen)
-    batch_size: int = 64  # examples per step
+    widths: tuple[int, ...] | None = None  # d_model of each shape (None: the preset's)
+    depths: tuple[int, ...] | None = None  # encoder (= decoder) layers of each shape (None:
+    # the preset's)
+    steps: int | None = None  # optimizer steps of every shape, the same examples seen (None:
+    # the preset's)
+    batch_size: int | None = None  # examples per step (None: the preset's)
     learning_rate: float = 1e-3  # AdamW peak step size of every shape (the lab's default)
     threads: int = 1  # torch intra-op threads (1: the cores are shared)
     seed: int = 0  # seeds the world, the codes, the split, the weights and the batches
 
     def __post_init__(self) -> None:
+        if self.widths is None or self.depths is None:
+            return  # checked once the preset fills them in
         if len(self.widths) != len(self.depths) or len(self.widths) < 2:
             raise ValueError(
-                f"widths and depths must list the same number (>= 2) of shapes, got "
+                f"--widths and --depths must list the same number (>= 2) of shapes, got "
                 f"{len(self.widths)} widths and {len(self.depths)} depths"
             )
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def shape_config(width: int, depth: int, **overrides: Any) -> OneRecConfig:
@@ -100,7 +127,7 @@ def shape_config(width: int, depth: int, **overrides: Any) -> OneRecConfig:
                         lifelong_queries=LIFELONG_QUERIES, **overrides)
 
 
-def semantic_codes(catalog, args: ScalingArgs) -> SemanticIdCodec:
+def semantic_codes(catalog, args: ScalingBenchArgs) -> SemanticIdCodec:
     """Quickstart's tokenizer: content + co-engaged-pair embeddings, balanced RQ-Kmeans."""
     pairs = catalog.coengaged_pairs(10 * args.items, np.random.default_rng(args.seed))
     embeddings = train_item_embeddings(
@@ -111,7 +138,7 @@ def semantic_codes(catalog, args: ScalingArgs) -> SemanticIdCodec:
 
 
 def train_shape(width: int, depth: int, codec: SemanticIdCodec, split: SplitExamples,
-                logs, args: ScalingArgs) -> dict[str, Any]:
+                logs, args: ScalingBenchArgs) -> dict[str, Any]:
     """Pre-train one shape on the training sessions; its held-out figures."""
     overrides, item_features = logged_model_settings(logs)
     config = shape_config(width, depth, num_items=codec.num_items,
@@ -161,7 +188,9 @@ def fit_power_law(parameters: np.ndarray, losses: np.ndarray) -> dict[str, Any]:
             "plain": plain, "why": "the offset c lies inside [0, min L)"}
 
 
-def plot(rows: list[dict[str, Any]], fit: dict[str, Any], results: Path, suffix: str) -> None:
+def plot(rows: list[dict[str, Any]], fit: dict[str, Any], path: Path) -> None:
+    """The fit at `path` (scaling<suffix>.png), the training curves beside it
+    (scaling_curves<suffix>.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +216,7 @@ def plot(rows: list[dict[str, Any]], fit: dict[str, Any], results: Path, suffix:
     axis.set_title("OneRec pre-training loss against model size (same data and steps)")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(results / f"scaling{suffix}.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
@@ -204,7 +233,7 @@ def plot(rows: list[dict[str, Any]], fit: dict[str, Any], results: Path, suffix:
     axis.set_title("Training curves of the scaling ladder")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(results / f"scaling_curves{suffix}.png", dpi=110)
+    figure.savefig(path.with_name(path.name.replace("scaling", "scaling_curves", 1)), dpi=110)
     plt.close(figure)
 
 
@@ -233,7 +262,7 @@ def reading_notes(rows: list[dict[str, Any]], fit: dict[str, Any],
     return notes
 
 
-def report_lines(command: str, args: ScalingArgs, rows: list[dict[str, Any]],
+def report_lines(command: str, args: ScalingBenchArgs, rows: list[dict[str, Any]],
                  fit: dict[str, Any], facts: dict[str, Any], suffix: str) -> list[str]:
     held = [row["held_out_loss"] for row in rows]
     falls = all(later < earlier for earlier, later in zip(held, held[1:], strict=False))
@@ -318,17 +347,11 @@ def report_lines(command: str, args: ScalingArgs, rows: list[dict[str, Any]],
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, ScalingArgs)
-    args = build_from_namespace(ScalingArgs, parser.parse_args(argv))
-    if args.quick:
-        args.items, args.codebook, args.embedding_steps, args.users = 400, 8, 20, 40
-        args.cascade_steps = 10
-        args.widths, args.depths, args.steps, args.batch_size = (8, 16, 24), (1, 1, 1), 4, 16
+def run(args: ScalingBenchArgs) -> dict[str, Any]:
+    """The study at `args`; writes its report and returns its figures and the report's path."""
+    command = command_line("benchmarks.scaling", args)
+    args = with_preset(args, PRESETS)
     torch.set_num_threads(args.threads)
-    suffix = "_quick" if args.quick else ""
-    command = "python -m benchmarks.scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     progress("world: catalog, semantic IDs, cascade logs")
     catalog = generate_synthetic_catalog(CatalogConfig(num_items=args.items), seed=args.seed)
@@ -350,18 +373,17 @@ def main(argv: list[str] | None = None) -> int:
              "held_out_sessions": split.held_out_sessions,
              "train_examples": split.train.num_examples,
              "held_out_examples": split.held_out.num_examples}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    plot(rows, fit, results, suffix)
-    lines = report_lines(command.strip(), args, rows, fit, facts, suffix)
-    (results / f"scaling{suffix}.md").write_text("\n".join(lines) + "\n")
-    (results / f"scaling{suffix}.json").write_text(json.dumps({
-        "command": command.strip(), "args": asdict(args), "machine": platform.machine(),
-        "cpu_cores": os.cpu_count(), "threads": args.threads, **facts, "fit": fit,
-        "results": rows,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    result = {"command": command, "args": asdict(args), "machine": platform.machine(),
+              "cpu_cores": os.cpu_count(), "threads": args.threads, **facts, "fit": fit,
+              "results": rows}
+    report = write_study(
+        args.results, "scaling", args.preset, result, lambda path: plot(rows, fit, path),
+        lambda suffix: "\n".join(report_lines(command, args, rows, fit, facts, suffix)) + "\n")
+    return {"shapes": rows, "fit": fit, "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.scaling", __doc__.splitlines()[0], ScalingBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

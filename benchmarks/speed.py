@@ -1,6 +1,6 @@
 """Speed of the lab's four loops, each against a reference measured in the same run.
 
-    python -m benchmarks.speed [--quick] [--threads N]
+    python -m benchmarks.speed [--preset full|smoke] [--threads N] [--results DIR]
 
 | loop | ours | reference |
 |---|---|---|
@@ -10,38 +10,77 @@
 | RL | `trainers.grpo` ECPO step on tiny OneRec, completions/s | TRL's `GRPOTrainer` step on the TRL backend (a small Llama over the code words), completions/s |
 
 Every figure is a ratio against its reference in the same process on the same threads, so
-a shared, noisy machine moves both sides alike. Writes benchmarks/results/speed.md and
-speed.json; the GPU figures (when a GPU was lent) are `benchmarks/gpu_check.py`'s.
+a shared, noisy machine moves both sides alike. Writes `speed<suffix>.md`, `.json` and `.png`
+under `--results` (suffix "" for the full preset, "_smoke" for the smoke one); the GPU figures (when a GPU was lent) are `benchmarks/gpu_check.py`'s.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.study import command_line, study_main, write_study
 from envs.logging_policies import PopularPolicy
 from envs.logs import LoggedSessions, collect_sessions
 from envs.session_env import OneRecSession
 from envs.vector_env import OneRecVectorEnv
-from onerec_lab.commands.simulate import build_catalog
+from onerec_lab.experiment.world import make_catalog
 from policies.generation import sample
 from trainers.grpo import GRPOConfig, GRPOTrainer
 from trainers.pretrain_data import LoggedExamples
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    """Sizes of one run of the study."""
+
+    logged_users: int  # sessions of the popularity policy the models read
+    simulator_users: int  # concurrent users of the simulator loop
+    simulator_requests: int  # requests of each simulator run
+    pretraining_steps: int  # timed steps of each pre-training side
+    pretraining_batch_size: int  # examples per pre-training step
+    generation_users: int  # users of the generation loop, one at a time
+    generation_candidates: int  # K samples per user
+    rl_steps: int  # RL steps of each side
+    rl_users: int  # users per RL step
+    rl_group: int  # G completions per user
+    repeats: int  # timed runs of our simulator and generation loops; the fastest counts
+
+
+PRESETS = {
+    "full": SpeedPreset(logged_users=400, simulator_users=1024, simulator_requests=20,
+                        pretraining_steps=20, pretraining_batch_size=64, generation_users=32,
+                        generation_candidates=64, rl_steps=5, rl_users=16, rl_group=16,
+                        repeats=3),
+    "smoke": SpeedPreset(logged_users=40, simulator_users=64, simulator_requests=3,
+                         pretraining_steps=2, pretraining_batch_size=16, generation_users=4,
+                         generation_candidates=16, rl_steps=1, rl_users=2, rl_group=4,
+                         repeats=1),
+}
+
+
+@dataclass
+class SpeedBenchArgs:
+    """Arguments of `python -m benchmarks.speed`."""
+
+    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: tiny sizes
+    results: str = str(RESULTS)  # where speed*.md / .json / .png are written
+    json: bool = False  # print the result as one JSON object
+    threads: int = 1  # torch intra-op threads
 
 
 def _rate(work: float, run: Any, repeats: int) -> float:
@@ -56,7 +95,7 @@ def _rate(work: float, run: Any, repeats: int) -> float:
 
 def simulator(users: int, requests: int, repeats: int) -> dict[str, Any]:
     """Impressions/s of random slates: the native vector env against SyncVectorEnv."""
-    catalog = build_catalog(5_000, None, seed=0)
+    catalog = make_catalog(5_000, 0)
     slate = 10
 
     def native() -> None:
@@ -84,7 +123,7 @@ def simulator(users: int, requests: int, repeats: int) -> dict[str, Any]:
 
 
 def _logs(users: int) -> LoggedSessions:
-    catalog = build_catalog(5_000, None, seed=0)
+    catalog = make_catalog(5_000, 0)
     return collect_sessions(PopularPolicy(catalog, 10), catalog, users, 10, seed=0,
                             policy_name="popular")
 
@@ -225,43 +264,40 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--results", default=str(RESULTS), help="folder of speed.md / .json")
-    args = parser.parse_args(argv)
+def run(args: SpeedBenchArgs) -> dict[str, Any]:
+    """The study at `args`; writes its report and returns its figures and the report's path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    quick = args.quick
-    logs = _logs(40 if quick else 400)
+    preset = PRESETS[args.preset]
+    logs = _logs(preset.logged_users)
     rows = [
-        simulator(users=64 if quick else 1024, requests=3 if quick else 20, repeats=1 if quick
-                  else 3),
-        pretraining(logs, steps=2 if quick else 20, batch_size=16 if quick else 64),
-        generation(logs, users=4 if quick else 32, candidates=16 if quick else 64,
-                   repeats=1 if quick else 3),
-        rl(logs, steps=1 if quick else 5, users=2 if quick else 16, group=4 if quick else 16),
+        simulator(users=preset.simulator_users, requests=preset.simulator_requests,
+                  repeats=preset.repeats),
+        pretraining(logs, steps=preset.pretraining_steps,
+                    batch_size=preset.pretraining_batch_size),
+        generation(logs, users=preset.generation_users,
+                   candidates=preset.generation_candidates, repeats=preset.repeats),
+        rl(logs, steps=preset.rl_steps, users=preset.rl_users, group=preset.rl_group),
     ]
     for row in rows:
         row["ratio"] = row["ours"] / row["reference"]
     result = {
-        "command": "python -m benchmarks.speed" + (" --quick" if quick else "")
-                   + (f" --threads {args.threads}" if args.threads != 1 else ""),
+        "command": command_line("benchmarks.speed", args),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch "
                    f"{torch.__version__}, {args.threads} torch thread(s)",
         "load_average": os.getloadavg(),
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if quick else ""
-    (results / f"speed{suffix}.json").write_text(json.dumps(result, indent=2))
-    plot(rows, results / f"speed{suffix}.png")
-    lines = [
+    report = write_study(args.results, "speed", args.preset, result,
+                         lambda path: plot(rows, path), lambda suffix: markdown(result, suffix))
+    return {"rows": rows, "results": str(report)}
+
+
+def markdown(result: dict[str, Any], suffix: str) -> str:
+    """The report: one row per loop, ours against its reference."""
+    return "\n".join([
         "# Speed: the lab's loops against their references",
         "",
         f"Command: `{result['command']}` ({result['seconds']:.0f} s; {result['machine']}; "
@@ -270,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "| loop | unit | ours | reference | ratio | setting |",
         "|---|---|---|---|---|---|",
         *[f"| {r['loop']} | {r['unit']} | {r['ours']:,.0f} | {r['reference']:,.0f} | "
-          f"{r['ratio']:.1f}x | {r['setting']} |" for r in rows],
+          f"{r['ratio']:.1f}x | {r['setting']} |" for r in result["rows"]],
         "",
         "References: the simulator's is gymnasium's SyncVectorEnv over single-user envs; "
         "pre-training's is torch.nn.Transformer at the same shape (random tokens; OneRec's step "
@@ -280,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"![speed](speed{suffix}.png)",
         "",
-    ]
-    (results / f"speed{suffix}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.speed", __doc__.splitlines()[0], SpeedBenchArgs, run, argv)
 
 
 if __name__ == "__main__":

@@ -28,24 +28,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 
-from benchmarks.alignment import PRESETS as ALIGNMENT_PRESETS
-from benchmarks.alignment import (
-    REWARDS,
-    Task,
-    group_by_cell,
-    rl_settings,
-    run_tasks,
-    start_worker,
-    worker_study,
-)
-from benchmarks.study import build_world, spread, study_machine, study_main, write_study
+from benchmarks.alignment import REWARDS, Task, rl_settings, shared_study, train_cells
+from benchmarks.study import WorldStudyArgs, mean_std, save_study, spread, study_main
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOSSES = ("grpo", "ecpo")
 REWARD = "pscore+format"
 
@@ -73,14 +62,10 @@ PRESETS = {
 
 
 @dataclass
-class StabilityBenchArgs:
+class StabilityBenchArgs(WorldStudyArgs):
     """Arguments of `python -m benchmarks.stability`."""
 
-    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds
-    work: str = "runs/studies"  # cache of the study world (shared with benchmarks.alignment)
-    results: str = str(RESULTS)  # where stability*.md / .json / .png are written
     workers: int = 1  # processes training the runs side by side (one torch thread each)
-    json: bool = False  # print the summary as one JSON object
 
 
 def _cell(regime: str, loss_type: str, learning_rate: float) -> str:
@@ -122,30 +107,20 @@ def _figures(runs: list[dict[str, Any]], curves: list[list[dict[str, float]]]) -
 
 def run(args: StabilityBenchArgs) -> dict[str, Any]:
     started = time.perf_counter()
-    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
-    alignment = ALIGNMENT_PRESETS[args.preset]
-    world = build_world(alignment.world, Path(args.work) / args.preset / "world")
+    alignment, study = shared_study(args)
     tasks = _tasks(alignment, preset)
-    start_worker(str(world), alignment.eval_users, alignment.eval_requests)
-    pretrained = worker_study().evaluate_policy(copy.deepcopy(worker_study().start))
-    outcomes = run_tasks(tasks, world, alignment, args.workers)
-    cells = group_by_cell(tasks, outcomes)
+    pretrained = study.evaluate_policy(copy.deepcopy(study.start))
+    cells = train_cells(tasks, study, alignment, args.workers)
     table = {name: _figures(cell["runs"], cell["curves"]) for name, cell in cells.items()}
     result = {
-        "command": f"python -m benchmarks.stability --preset {args.preset}"
-                   + (f" --workers {args.workers}" if args.workers > 1 else ""),
         "preset": asdict(preset),
         "rl": rl_settings(alignment),
         "pretrained": {name: pretrained[name] for name in ("true_watch_time", "legality")},
         "table": table,
         "curves": {name: cell["curves"] for name, cell in cells.items()},
-        "machine": study_machine(per_worker=True),
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    report = write_study(args.results, "stability", args.preset, result,
-                         lambda path: _plot(result, path),
-                         lambda suffix: _markdown(result, suffix))
+    report = save_study("stability", args, started, result, _plot, _markdown, per_worker=True)
     return {"table": table, "results": str(report)}
 
 
@@ -240,13 +215,10 @@ def _reading_line(result: dict[str, Any], regime: str, rate: float) -> str:
 def _markdown(result: dict[str, Any], suffix: str) -> str:
     preset, rl = result["preset"], result["rl"]
 
-    def cell(value: dict[str, float], digits: int) -> str:
-        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-
-    rows = [f"| {name} | {cell(f['true_watch_time'], 0)} | {cell(f['legality'], 3)} | "
-            f"{cell(f['lowest_rollout_legality'], 3)} | {cell(f['ratio_max'], 2)} | "
-            f"{cell(f['negative_weight_max'], 2)} | {cell(f['negative_grad_norm_max'], 2)} | "
-            f"{cell(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
+    rows = [f"| {name} | {mean_std(f['true_watch_time'], 0)} | {mean_std(f['legality'], 3)} | "
+            f"{mean_std(f['lowest_rollout_legality'], 3)} | {mean_std(f['ratio_max'], 2)} | "
+            f"{mean_std(f['negative_weight_max'], 2)} | {mean_std(f['negative_grad_norm_max'], 2)} | "
+            f"{mean_std(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
     pretrained = result["pretrained"]
     return "\n".join([
         "# Stability: ECPO against GRPO as the learning rate grows",

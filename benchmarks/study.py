@@ -1,122 +1,69 @@
-"""The world the alignment studies share, and how a study trains and measures a policy.
+"""How a study trains and measures policies in its world (the experiment layer's).
 
-A study world is the quickstart's world (`onerec-lab quickstart`), built once and cached:
-the synthetic catalog, balanced RQ-Kmeans semantic IDs, logged sessions of the cascade (the
-production-style logging policy, fitted on popularity-policy logs), a tiny OneRec pre-trained
-on those logs, and the P-score fitted on them. Every run of a study starts from that one
-pre-trained checkpoint, and every policy is evaluated in the simulator on the same users with
-the TRUE outcome (`trainers.evaluate`), the proxy reward measured beside it.
+A study world is the quickstart's world (`onerec_lab.experiment.build_world`), built once
+per preset under `--work` and cached stage by stage: the synthetic catalog, balanced
+RQ-Kmeans semantic IDs, logged sessions of the cascade, a tiny OneRec pre-trained on them and
+the P-score fitted on them. Every run of a study starts from that one pre-trained checkpoint,
+and every policy is evaluated in the simulator on the same users with the TRUE outcome, the
+proxy reward measured beside it.
 
     world = build_world(WorldConfig(), "runs/studies/world")
     study = Study(world, eval_users=100)
     policy, history = study.train("ecpo", "pscore + 0.5*format", seed=0, max_steps=30)
     figures = study.evaluate_policy(policy)
 
-Names of methods and settings are the lab's (`onerec-lab align`): rsft, grpo, ecpo, dr_grpo,
-dpo, with `trainers.grpo.GRPOConfig` / `RSFTConfig` / `DPOConfig` overrides by keyword.
+Methods are the registry's (`onerec_lab.experiment.methods`: rsft, grpo, ecpo, dr_grpo, dpo
+and any plugin's), with their config fields as keywords. A study keeps its figures as the
+JSON dicts of `trainers.evaluate.Evaluation` (what its result files hold).
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
+import dataclasses
 import json
-import platform
+import shlex
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from envs.catalog import CatalogConfig, generate_synthetic_catalog
-from envs.logs import LoggedSessions
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
-from onerec_lab.commands.pretrain import PretrainArgs
-from onerec_lab.commands.pretrain import run as run_pretrain
-from onerec_lab.commands.quickstart import QuickstartArgs, logged_sessions, semantic_ids
-from onerec_lab.commands.reward import RewardFitArgs, run_fit
-from policies.baselines import PopularRecommender, RandomRecommender
-from policies.cascade import CascadeRecommender
+from onerec_lab.experiment import EvaluationConfig, World, align, evaluate, open_world, recommender
+from onerec_lab.experiment.evaluation import PROXY, Policy
+from onerec_lab.experiment.machine import study_machine
+from onerec_lab.experiment.plugins import load_plugins, plugins_named
 from policies.interface import Recommender
 from policies.onerec import OneRecPolicy
-from rewards import PScoreModel, build, load_pscore
-from trainers.dpo import DPOConfig, DPOTrainer
-from trainers.evaluate import EvaluationConfig, OneRecRecommender, evaluate
-from trainers.grpo import GRPOConfig, GRPOTrainer
-from trainers.online import OnlineTrainer
-from trainers.pretrain import CHECKPOINT_FILE, load_policy
-from trainers.pretrain_data import LoggedExamples
-from trainers.rsft import RSFTConfig, RSFTTrainer
+from rewards import PScoreModel
 
-WORLD_FILE = "world.json"  # the WorldConfig a cached world was built with
-BASELINES = ("random", "popular", "cascade")
-RL_METHODS = ("rsft", "grpo", "ecpo", "dr_grpo", "dpo")
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-@dataclass(frozen=True)
-class WorldConfig:
-    """Sizes of a study world; the defaults are the quickstart's (QuickstartArgs)."""
+@dataclass
+class WorldStudyArgs:
+    """Options of every study that runs in the alignment study's cached world."""
 
-    items: int = QuickstartArgs.items  # synthetic catalog
-    codebook: int = QuickstartArgs.codebook  # codes per level (3 levels)
-    embedding_steps: int = QuickstartArgs.embedding_steps  # item-embedding steps
-    log_users: int = QuickstartArgs.log_users  # users per logging round
-    log_requests: int = QuickstartArgs.log_requests  # most requests per logged session
-    pretrain_steps: int = QuickstartArgs.pretrain_steps  # next-token steps of the checkpoint
-    pscore_epochs: int = QuickstartArgs.pscore_epochs  # P-score passes over the logs
-    seed: int = 0  # seeds every stage
-
-    def quickstart_args(self, out: Path) -> QuickstartArgs:
-        return QuickstartArgs(out=str(out), items=self.items, codebook=self.codebook,
-                              embedding_steps=self.embedding_steps, log_users=self.log_users,
-                              log_requests=self.log_requests, pretrain_steps=self.pretrain_steps,
-                              pscore_epochs=self.pscore_epochs, seed=self.seed)
-
-
-def build_world(config: WorldConfig, folder: str | Path) -> Path:
-    """Build the world into `folder` (or reuse it when it was built with the same config)."""
-    folder = Path(folder)
-    marker = folder / WORLD_FILE
-    if marker.is_file():
-        built = json.loads(marker.read_text())
-        if built != asdict(config):
-            raise ValueError(
-                f"{folder} holds a world built with {built}, not {asdict(config)}; pass another "
-                "work folder or delete that one"
-            )
-        return folder
-    # Each stage is skipped when its output is there: an interrupted build resumes.
-    args = config.quickstart_args(folder)
-    logs_dir = folder / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    catalog = generate_synthetic_catalog(CatalogConfig(num_items=config.items), config.seed)
-    if not (logs_dir / "codec.safetensors").is_file():
-        semantic_ids(args, catalog, logs_dir)
-    if not ((logs_dir / "sessions.npz").is_file() and (folder / "cascade.pt").is_file()):
-        logged_sessions(args, catalog, logs_dir, folder)
-    # Resumes an interrupted pre-training; returns at once when it is complete.
-    run_pretrain(PretrainArgs(out=str(folder / "pretrained"), logs=str(logs_dir), preset="tiny",
-                              steps=config.pretrain_steps, seed=config.seed, json=True))
-    if not (logs_dir / "pscore").is_dir():
-        run_fit(RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"),
-                              seed=config.seed, epochs=config.pscore_epochs, json=True))
-    marker.write_text(json.dumps(asdict(config), indent=2))  # last: a complete world only
-    return folder
+    preset: Literal["full", "smoke"] = "full"  # full: the measured study; smoke: seconds to minutes
+    work: str = "runs/studies"  # cache of the study world (built once per preset, shared)
+    results: str = str(RESULTS)  # where the study's .md, .json and .png files are written
+    json: bool = False  # print the summary as one JSON object
 
 
 class Study:
-    """The cached world loaded once; training and evaluation of policies in it."""
+    """A world loaded once; training and evaluation of policies in it."""
 
-    def __init__(self, world: str | Path, eval_users: int = 100, eval_requests: int = 20,
-                 eval_seed: int | None = None, proxy_spec: str = "pscore + 0.5*format") -> None:
-        self.world = Path(world)
-        self.logs = LoggedSessions.load(self.world / "logs")
-        self.catalog = self.logs.catalog
-        self.session_config = self.logs.session_config()
-        self.start = load_policy(self.world / "pretrained" / CHECKPOINT_FILE)
-        self.pscore = load_pscore(self.world / "logs" / "pscore")
-        self.examples = LoggedExamples(self.logs)
+    def __init__(self, world: World | str | Path, eval_users: int = 100, eval_requests: int = 20,
+                 eval_seed: int | None = None, proxy_spec: str = PROXY) -> None:
+        self.world = world if isinstance(world, World) else open_world(world)
+        self.catalog = self.world.catalog
+        self.session_config = self.world.session_config
+        self.start = self.world.pretrained
+        self.pscore = self.world.pscore
         self.proxy_spec = proxy_spec
         defaults = EvaluationConfig()
         self.evaluation = EvaluationConfig(
@@ -125,54 +72,33 @@ class Study:
 
     def reward_resources(self, pscore: PScoreModel | None = None) -> dict[str, Any]:
         """What `rewards.build` needs here: the world's P-score (or `pscore`), the catalog."""
-        return {"pscore_model": self.pscore if pscore is None else pscore,
-                "catalog": self.catalog}
+        return self.world.reward_resources(pscore)
 
-    def evaluate(self, recommender: Recommender,
-                 pscore: PScoreModel | None = None) -> dict[str, Any]:
-        """True outcome of `recommender` on the study's users, and the proxy spec's reward
-        of the served slates (with the world's P-score, or `pscore`)."""
-        proxy = build(self.proxy_spec, codec=self.start.codec, **self.reward_resources(pscore))
-        return evaluate(recommender, self.catalog, self.session_config, self.evaluation, proxy)
+    def evaluate(self, policy: Policy, pscore: PScoreModel | None = None) -> dict[str, Any]:
+        """True outcome of `policy` (a recommender, a OneRec policy served by unconstrained
+        beam search, a baseline name) on the study's users, and the proxy spec's reward of the
+        served slates (with the world's P-score, or `pscore`)."""
+        return evaluate(self.world, policy, self.evaluation, self.proxy_spec, pscore).to_dict()
 
     def evaluate_policy(self, policy: OneRecPolicy, candidates: int = 20,
                         pscore: PScoreModel | None = None) -> dict[str, Any]:
         """A OneRec policy served by unconstrained beam search (top slate of `candidates`)."""
-        return self.evaluate(OneRecRecommender(policy.cpu(), self.session_config.slate_size,
-                                               candidates), pscore)
+        return self.evaluate(recommender(self.world, policy, candidates), pscore)
 
     def baseline(self, name: str) -> Recommender:
         """random, popular or the cascade that logged the world's sessions."""
-        slate = self.session_config.slate_size
-        if name == "random":
-            return RandomRecommender(self.catalog.num_items, slate)
-        if name == "popular":
-            return PopularRecommender(self.catalog.popularity, slate)
-        if name == "cascade":
-            return CascadeRecommender.load(self.world / "cascade.pt")
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+        return recommender(self.world, name)
 
     def train(self, method: str, reward: str, seed: int, start: OneRecPolicy | None = None,
-              pscore: PScoreModel | None = None,
+              pscore: PScoreModel | None = None, oracle: bool = False,
               **settings: Any) -> tuple[OneRecPolicy, list[dict[str, float]]]:
         """`method` on `reward` from the pre-trained policy (or `start`), with the world's
         P-score (or `pscore`); returns the trained policy and every step's metrics.
-        `settings` are the method's config fields."""
-        if method not in RL_METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(RL_METHODS)}")
-        settings = {"progress": False, "seed": seed, **settings}
-        trainer_class: type[OnlineTrainer]
-        if method == "rsft":
-            config: Any = RSFTConfig(**settings)
-            trainer_class = RSFTTrainer
-        elif method == "dpo":
-            config, trainer_class = DPOConfig(**settings), DPOTrainer
-        else:
-            config, trainer_class = GRPOConfig(loss_type=method, **settings), GRPOTrainer
-        policy = copy.deepcopy(self.start if start is None else start)
-        trainer = trainer_class(policy, reward, self.reward_resources(pscore), self.catalog,
-                                self.session_config, config, self.examples)
-        return policy, trainer.train().history
+        `settings` are the method's config fields; `oracle` declares an oracle run."""
+        result = align(self.world, method, reward, start=self.start if start is None else start,
+                       pscore=pscore, oracle=oracle, **{"progress": False, "seed": seed,
+                                                         **settings})
+        return result.policy, result.history
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -183,10 +109,9 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 
-def study_machine(per_worker: bool = False) -> str:
-    """The machine line of a study's result: architecture, Python, torch, torch threads."""
-    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
-            f"1 thread{' per worker' if per_worker else ''}")
+def mean_std(value: dict[str, float], digits: int) -> str:
+    """A `spread` as "mean ± std" with `digits` decimals (a study table's cell)."""
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
 def write_study(folder: str, name: str, preset: str, result: dict[str, Any],
@@ -203,16 +128,74 @@ def write_study(folder: str, name: str, preset: str, result: dict[str, Any],
     return results / f"{name}{suffix}.md"
 
 
+def save_study(name: str, args: WorldStudyArgs, started: float, result: dict[str, Any],
+               plot: Callable[[dict[str, Any], Path], None],
+               markdown: Callable[[dict[str, Any], str], str], per_worker: bool = False) -> Path:
+    """Complete a study's `result` with the command that ran it, the machine line and the
+    wall time since `started`, then write its files (`write_study`); the .md path."""
+    result.update(command=command_line(f"benchmarks.{name}", args),
+                  machine=study_machine(per_worker),
+                  seconds=round(time.perf_counter() - started, 1))
+    return write_study(args.results, name, args.preset, result, lambda path: plot(result, path),
+                       lambda suffix: markdown(result, suffix))
+
+
 def study_main(module: str, description: str, args_class: type, run: Callable[[Any], dict],
                argv: list[str] | None) -> int:
     """`python -m benchmarks.<study>`: arguments from `args_class`, then `run`; prints the
     result as JSON with --json, else the markdown report at `result["results"]`."""
-    import argparse
 
+    options = sys.argv[1:] if argv is None else argv
+    if "plugin" in {field.name for field in dataclasses.fields(args_class)}:
+        load_plugins(plugins_named(options))
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     add_dataclass_arguments(parser, args_class)
-    args = build_from_namespace(args_class, parser.parse_args(argv))
+    args = build_from_namespace(args_class, parser.parse_args(options))
     result = run(args)
     print(json.dumps(result, indent=2, default=float) if args.json
           else Path(result["results"]).read_text())
     return 0
+
+
+def write_report(folder: str, name: str, preset: str, result: dict[str, Any],
+                 markdown: str) -> Path:
+    """`write_study` for a study without a plot: `<name><suffix>.json` and `.md` only."""
+    return write_study(folder, name, preset, result, lambda path: None, lambda suffix: markdown)
+
+
+def with_preset(args: Any, presets: dict[str, Any]) -> Any:
+    """`args` with every option left at None taken from `presets[args.preset]` (a dataclass of
+    sizes named as options of `args`): a size is declared once, in the preset, and an option
+    given on the command line overrides it under either preset."""
+    preset = presets[args.preset]
+    return dataclasses.replace(args, **{field.name: getattr(preset, field.name)
+                                        for field in dataclasses.fields(preset)
+                                        if getattr(args, field.name) is None})
+
+
+def command_line(module: str, args: Any) -> str:
+    """`python -m <module>` with the options of `args` (a dataclass of `study_main`) that
+    differ from their defaults: the command a results file records (--json, which only
+    changes what is printed, left out)."""
+    words = ["python", "-m", module]
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                   else field.default)
+        if field.name == "json" or value == default:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple) and field.metadata.get("repeatable"):
+            words += [word for item in value for word in (flag, str(item))]
+        elif isinstance(value, tuple):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def progress(message: str) -> None:
+    """A timestamped line on stderr: where a long study is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

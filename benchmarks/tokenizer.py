@@ -1,8 +1,9 @@
 """Tokenizer benchmark: semantic-ID quality and residual k-means speed against faiss.
 
-    python -m benchmarks.tokenizer [--quick] [--threads N]
+    python -m benchmarks.tokenizer [--preset full|smoke] [--threads N] [--results DIR]
 
-Writes benchmarks/results/tokenizer.md and tokenizer.json:
+Writes `tokenizer<suffix>.md` and `.json` under `--results` (suffix "" for the full preset,
+"_smoke" for the smoke one):
 - (a) the synthetic catalog (20,000 items, content + co-engaged pairs), 3 x 256 codes,
   balanced against plain k-means: utilisation, entropy per level, collision rate,
   reconstruction error;
@@ -17,23 +18,21 @@ Letters used in shape comments: N points, D dims.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from benchmarks.study import command_line, progress, study_main, with_preset, write_report
 from envs.beauty import load_beauty
 from envs.catalog import CatalogConfig, generate_synthetic_catalog
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 from policies.item_embeddings import ItemEmbeddingConfig, consecutive_pairs, train_item_embeddings
 from policies.rq_kmeans import ResidualKMeans, RQKMeansConfig, balanced_kmeans, kmeans
 from policies.tokenizer import build_semantic_ids
@@ -44,25 +43,50 @@ ENTROPY_SLACK_BITS = 0.1  # the issue's target: balanced entropy within 0.1 bit 
 SPEED_TARGET = 2.0  # the issue's target: ours within 2x of faiss
 
 
+@dataclass(frozen=True)
+class TokenizerPreset:
+    """Sizes of one run of the benchmark (each an option of `TokenizerBenchArgs` too)."""
+
+    items: int  # synthetic catalog size of section (a)
+    codebook: int  # codes per level in sections (a) and (b)
+    iterations: int  # k-means iterations per level, ours and faiss alike
+    embedding_steps: int  # item-embedding optimiser steps in sections (a) and (b)
+    speed_items: int  # points of the speed section
+    speed_sizes: tuple[int, ...]  # K of the speed section
+    repeats: int  # timed runs per speed figure; the fastest counts
+
+
+PRESETS = {
+    "full": TokenizerPreset(items=20_000, codebook=256, iterations=20,
+                            embedding_steps=ItemEmbeddingConfig.steps, speed_items=100_000,
+                            speed_sizes=(256, 8192), repeats=2),
+    "smoke": TokenizerPreset(items=2_000, codebook=16, iterations=5, embedding_steps=100,
+                             speed_items=5_000, speed_sizes=(64, 256), repeats=1),
+}
+
+
 @dataclass
 class TokenizerBenchArgs:
-    """Arguments of the tokenizer benchmark."""
+    """Arguments of `python -m benchmarks.tokenizer`."""
 
-    quick: bool = False  # small sizes for a smoke run (results are not comparable)
+    preset: Literal["full", "smoke"] = "full"  # full: the measured benchmark; smoke: small
+    # sizes (results are not comparable)
+    results: str = str(RESULTS)  # where tokenizer*.md / .json are written
+    json: bool = False  # print the result as one JSON object
     threads: int | None = None  # torch and faiss threads (default: torch's, all cores)
-    items: int = 20_000  # synthetic catalog size of section (a)
-    codebook: int = 256  # codes per level in sections (a) and (b)
+    items: int | None = None  # synthetic catalog size of section (a) (None: the preset's)
+    codebook: int | None = None  # codes per level in sections (a) and (b) (None: the preset's)
     levels: int = 3  # levels in sections (a), (b) and the full fits of (c)
-    iterations: int = 20  # k-means iterations per level, ours and faiss alike
-    speed_items: int = 100_000  # points of the speed section
+    iterations: int | None = None  # k-means iterations per level, ours and faiss alike (None:
+    # the preset's)
+    embedding_steps: int | None = None  # item-embedding optimiser steps in (a) and (b) (None:
+    # the preset's)
+    speed_items: int | None = None  # points of the speed section (None: the preset's)
     speed_dim: int = 64  # dims of the speed section
-    speed_sizes: tuple[int, ...] = (256, 8192)  # K of the speed section
-    repeats: int = 2  # timed runs per speed figure; the fastest counts
+    speed_sizes: tuple[int, ...] | None = None  # K of the speed section (None: the preset's)
+    repeats: int | None = None  # timed runs per speed figure; the fastest counts (None: the
+    # preset's)
     seed: int = 0  # seeds data, embeddings and k-means
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def quality_rows(embeddings: torch.Tensor, args: TokenizerBenchArgs) -> dict[str, dict]:
@@ -222,19 +246,15 @@ def speed_table(rows: list[dict] | None, args: TokenizerBenchArgs) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_arguments(parser, TokenizerBenchArgs)
-    args = build_from_namespace(TokenizerBenchArgs, parser.parse_args(argv))
-    if args.quick:
-        args.items, args.speed_items, args.speed_sizes = 2_000, 5_000, (64, 256)
-        args.codebook, args.iterations, args.repeats = 16, 5, 1
+def run(args: TokenizerBenchArgs) -> dict[str, Any]:
+    """The benchmark at `args`; writes its report and returns its figures and the report's
+    path."""
+    command = command_line("benchmarks.tokenizer", args)
+    args = with_preset(args, PRESETS)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.tokenizer " + shlex.join(sys.argv[1:] if argv is None else argv)
     load_start = os.getloadavg()[0]
-    embedding_config = ItemEmbeddingConfig(seed=args.seed, steps=100 if args.quick else
-                                           ItemEmbeddingConfig.steps)
+    embedding_config = ItemEmbeddingConfig(seed=args.seed, steps=args.embedding_steps)
     progress("(a) synthetic catalog: embeddings, then both fits")
     start = time.perf_counter()
     synthetic = quality_rows(synthetic_embeddings(args, embedding_config), args)
@@ -247,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         beauty_seconds = time.perf_counter() - start
     speed = speed_rows(args)
     lines = [
-        "# Tokenizer benchmark", "", f"Command: `{command.strip()}`", "",
+        "# Tokenizer benchmark", "", f"Command: `{command}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
         f"(load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}.", "",
@@ -264,15 +284,18 @@ def main(argv: list[str] | None = None) -> int:
         lines += quality_table(f"(b) Amazon Beauty, 12,101 items (embeddings + both fits: "
                                f"{beauty_seconds:.0f} s)", beauty, args.codebook)
     lines += speed_table(speed, args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tokenizer.md").write_text("\n".join(lines))
-    (RESULTS / "tokenizer.json").write_text(json.dumps({
-        "command": command.strip(), "args": asdict(args), "threads": torch.get_num_threads(),
+    result = {
+        "command": command, "args": asdict(args), "threads": torch.get_num_threads(),
         "load_average": [load_start, os.getloadavg()[0]],
         "synthetic": synthetic, "beauty": beauty, "speed": speed,
-    }, indent=2))
-    print("\n".join(lines))
-    return 0
+    }
+    report = write_report(args.results, "tokenizer", args.preset, result, "\n".join(lines))
+    return {"synthetic": synthetic, "beauty": beauty, "speed": speed, "results": str(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main("benchmarks.tokenizer", __doc__.splitlines()[0], TokenizerBenchArgs, run,
+                      argv)
 
 
 if __name__ == "__main__":

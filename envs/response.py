@@ -26,9 +26,10 @@ I items, K fatigue topics, D uniform draws per impression, M impressions (N S).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from numba import njit
@@ -51,6 +52,7 @@ TRUE_ENGAGEMENT_WEIGHTS: dict[str, float] = {
 }
 
 _COLUMN = {name: index for index, name in enumerate(FEEDBACK_FIELDS)}
+Column = TypeVar("Column")  # a feedback field as the caller holds it: numpy sums, torch items
 _COMPILED = {"cache": True, "nogil": True}  # compiled once per machine; threads run it freely
 
 
@@ -500,17 +502,29 @@ def slate_value(feedback: np.ndarray) -> np.ndarray:
     return per_item.sum(axis=-1, dtype=np.float64)
 
 
+def engagement_formula(column: Callable[[str], Column]) -> Column:
+    """True engagement from a getter of feedback fields: watch minutes plus
+    `TRUE_ENGAGEMENT_WEIGHTS` per behaviour.
+
+    The one definition of the formula, shared by the simulator (`true_engagement`, on numpy
+    sums over a slate) and the oracle reward (`rewards.oracle.item_engagement`, on torch
+    per-item tensors): `column(name)` returns the field `name` of `FEEDBACK_FIELDS` in
+    whatever form the caller sums, so both compute with their own dtype and operation order
+    (watch seconds / 60 * weight, then each weighted behaviour, in dict order).
+    """
+    total = column("watch_time") / 60.0 * TRUE_ENGAGEMENT_WEIGHTS["watch_minutes"]
+    for name, weight in TRUE_ENGAGEMENT_WEIGHTS.items():
+        if name != "watch_minutes":
+            total = total + weight * column(name)
+    return total
+
+
 def true_engagement(feedback: np.ndarray) -> np.ndarray:
     """The oracle's engagement of each slate: (N, S, F) -> (N,) float64.
 
-    Watch minutes plus `TRUE_ENGAGEMENT_WEIGHTS` per behaviour, summed over the slate.
+    `engagement_formula` on each field summed over the slate in float64.
     """
-    total = feedback[..., _COLUMN["watch_time"]].sum(-1, dtype=np.float64) / 60.0
-    total = total * TRUE_ENGAGEMENT_WEIGHTS["watch_minutes"]
-    for name, weight in TRUE_ENGAGEMENT_WEIGHTS.items():
-        if name != "watch_minutes":
-            total = total + weight * feedback[..., _COLUMN[name]].sum(-1, dtype=np.float64)
-    return total
+    return engagement_formula(lambda name: feedback[..., _COLUMN[name]].sum(-1, dtype=np.float64))
 
 
 def oracle_outcome(feedback: np.ndarray, left: np.ndarray) -> dict[str, np.ndarray]:

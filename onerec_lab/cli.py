@@ -1,28 +1,36 @@
 """`onerec-lab`: the command line of the lab.
 
-Every command is a module under `onerec_lab/commands/` with one arguments dataclass and a
-`run(args) -> dict` function. The registry below names them; modules are imported only when
-their command runs, so `onerec-lab --help` stays fast.
+Every command is a module under `onerec_lab/commands/` (or a study under `benchmarks/`) with
+one arguments dataclass and a function `args -> dict`. The registry below names them;
+modules are imported only when their command runs, so `onerec-lab --help` stays fast.
+
+A command whose arguments have a `plugin` field loads the plugins it names, those of
+ONEREC_LAB_PLUGINS and those of installed entry points before its options are built
+(`onerec_lab.experiment.plugins`), so a plugin's rewards and methods are known to the
+options and their help. A command module may define `nested_options(argv) -> dict` to choose
+the class of a nested config from the options given (`align` takes the chosen method's).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from onerec_lab.args import Nested, add_dataclass_arguments, build_from_namespace, nested_options
 
 
 class Command(NamedTuple):
-    """Where a command lives: `module.run(module.<args_class>(...)) -> dict`."""
+    """Where a command lives: `module.<function>(module.<args_class>(...)) -> dict`."""
 
     module: str
     args_class: str
     summary: str
+    function: str = "run"
 
 
 # Command path (a tuple of words, e.g. ("bench", "env")) -> where it lives.
@@ -36,7 +44,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "log sessions of a logging policy (random, popular) in the simulator",
     ),
     ("bench", "env"): Command(
-        "onerec_lab.commands.bench_env", "BenchEnvArgs",
+        "benchmarks.env_throughput", "BenchEnvArgs",
         "simulator throughput: native vector env against SyncVectorEnv",
     ),
     ("bench", "alignment"): Command(
@@ -52,16 +60,17 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "pre-train OneRec by next-token prediction on logged sessions (or Beauty histories)",
     ),
     ("reward", "fit"): Command(
-        "onerec_lab.commands.reward_fit", "RewardFitArgs",
-        "fit the P-score on logged sessions and search its fusion weights (Pareto)",
+        "onerec_lab.commands.reward", "RewardFitArgs",
+        "fit the P-score on logged sessions and search its fusion weights (Pareto)", "run_fit",
     ),
     ("reward", "check"): Command(
-        "onerec_lab.commands.reward_check", "RewardCheckArgs",
+        "onerec_lab.commands.reward", "RewardCheckArgs",
         "score logged slates with a reward spec and report the mean of each component",
+        "run_check",
     ),
     ("align",): Command(
         "onerec_lab.commands.align", "AlignArgs",
-        "post-train OneRec with RSFT, GRPO, ECPO or DPO against a reward spec, before/after",
+        "post-train OneRec with RSFT, GRPO, ECPO, DPO or a plugin's method, before/after",
     ),
     ("evaluate",): Command(
         "onerec_lab.commands.evaluate", "EvaluateArgs",
@@ -76,7 +85,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
 
 def _load(command: Command) -> tuple[Any, Any]:
     module = importlib.import_module(command.module)
-    return getattr(module, command.args_class), module.run
+    return getattr(module, command.args_class), getattr(module, command.function)
 
 
 def _human_printer(command: Command) -> Callable[[dict[str, Any]], None] | None:
@@ -106,14 +115,33 @@ def find_command(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
     return None
 
 
-def build_parser(path: tuple[str, ...]) -> argparse.ArgumentParser:
+def load_command_plugins(args_class: type, options: list[str]) -> None:
+    """Load the plugins a command's options name (--plugin, repeatable), then those of the
+    environment and of installed entry points, when the command takes plugins."""
+    if "plugin" not in {field.name for field in dataclasses.fields(args_class)}:
+        return
+    from onerec_lab.experiment.plugins import load_plugins, plugins_named
+
+    load_plugins(plugins_named(options))
+
+
+def nested(path: tuple[str, ...], options: list[str]) -> dict[str, Nested]:
+    """The nested configs of a command's arguments (the module may choose their classes)."""
+    command = COMMANDS[path]
+    args_class, _ = _load(command)
+    choose = getattr(importlib.import_module(command.module), "nested_options", None)
+    return nested_options(args_class, **(choose(options) if choose else {}))
+
+
+def build_parser(path: tuple[str, ...], configs: dict[str, Nested] | None = None
+                 ) -> argparse.ArgumentParser:
     """The parser of one command; only that command's module is imported."""
     command = COMMANDS[path]
     parser = argparse.ArgumentParser(
         prog="onerec-lab " + " ".join(path), description=command.summary
     )
     args_class, _ = _load(command)
-    add_dataclass_arguments(parser, args_class)
+    add_dataclass_arguments(parser, args_class, nested(path, []) if configs is None else configs)
     return parser
 
 
@@ -141,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         print(usage(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     path, options = found
-    namespace = build_parser(path).parse_args(options)
     args_class, run = _load(COMMANDS[path])
     try:
-        args = build_from_namespace(args_class, namespace)
+        load_command_plugins(args_class, options)
+        configs = nested(path, options)
+        namespace = build_parser(path, configs).parse_args(options)
+        args = build_from_namespace(args_class, namespace, configs)
         result = run(args)
     except (ValueError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -1,7 +1,9 @@
 """Pluggable rewards: P-score, format validity, business weighting, oracle, and their sums.
 
 `build("pscore + 0.5*format", pscore_model=..., codec=...)` turns a spec into a reward;
-`register("name")` adds a reward of your own (see rewards/README.md).
+`register("name", requires=..., judges_codes=...)` adds a reward of your own, declaring what
+it reads; `truth_terms(reward)` names the parts of a reward that read the simulator's truth
+(see rewards/README.md).
 """
 
 from rewards.business import BusinessConfig, BusinessWeighting
@@ -11,11 +13,14 @@ from rewards.format import FormatReward, format_selection, legal_slots
 from rewards.oracle import OracleReward
 from rewards.pareto import ParetoConfig, ParetoResult, auc, fused_auc, pareto_search
 from rewards.protocol import (
+    TRUTH,
+    Declared,
     ItemReward,
     RewardInput,
     RewardModel,
     RewardOutput,
     slate_mean,
+    truth_terms,
 )
 from rewards.pscore import (
     PScoreConfig,
@@ -26,17 +31,20 @@ from rewards.pscore import (
     save_pscore,
 )
 from rewards.pscore_train import PScoreFit, PScoreTrainConfig, fit_pscore
-from rewards.registry import REGISTRY, build, register
+from rewards.registry import REGISTRY, Origin, Registration, build, origin, register
 from rewards.trl_adapter import SemanticIdVocabulary, TRLRewardFunction
 
 __all__ = [
     "REGISTRY",
+    "TRUTH",
     "BusinessConfig",
     "BusinessWeighting",
+    "Declared",
     "EnvReward",
     "FormatReward",
     "ItemReward",
     "OracleReward",
+    "Origin",
     "PScoreConfig",
     "PScoreFit",
     "PScoreModel",
@@ -44,6 +52,7 @@ __all__ = [
     "PScoreTrainConfig",
     "ParetoConfig",
     "ParetoResult",
+    "Registration",
     "RewardInput",
     "RewardModel",
     "RewardOutput",
@@ -59,10 +68,12 @@ __all__ = [
     "fused_auc",
     "legal_slots",
     "load_pscore",
+    "origin",
     "pareto_search",
     "parse_spec",
     "register",
     "save_pscore",
     "slate_mean",
+    "truth_terms",
     "weighted_sum",
 ]

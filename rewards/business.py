@@ -26,7 +26,16 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from rewards.protocol import ItemReward, RewardInput, RewardOutput, shown_slots, slate_mean
+from rewards.protocol import (
+    Declared,
+    ItemReward,
+    RewardInput,
+    RewardModel,
+    RewardOutput,
+    shown_slots,
+    slate_mean,
+    visible_to,
+)
 
 
 class BusinessCatalog(Protocol):
@@ -74,8 +83,12 @@ class BusinessConfig:
         return ", ".join(parts)
 
 
-class BusinessWeighting:
-    """`inner`'s per-item reward times the business multipliers; an `ItemReward` itself."""
+class BusinessWeighting(Declared):
+    """`inner`'s per-item reward times the business multipliers; an `ItemReward` itself.
+
+    It declares what `inner` declares (it reads only the items besides): `inner` sees the
+    truth only if it reads it, and an opinion of `inner` on an illegal code stays one.
+    """
 
     def __init__(self, inner: ItemReward, catalog: BusinessCatalog, config: BusinessConfig) -> None:
         if not hasattr(inner, "item_scores"):
@@ -86,6 +99,7 @@ class BusinessWeighting:
         self.inner, self.config = inner, config
         self.name = f"business({inner.name}, {config.describe()})"
         self.requires = inner.requires
+        self.judges_codes = bool(getattr(inner, "judges_codes", False))
         popularity = np.asarray(catalog.popularity)
         self.flagged = torch.as_tensor(np.asarray(catalog.content_farm, dtype=bool))  # (N,)
         self.fresh = torch.as_tensor(np.asarray(catalog.age_days) < config.fresh_days)  # (N,)
@@ -121,8 +135,12 @@ class BusinessWeighting:
             * torch.where(long_tail, 1.0 + self.config.long_tail_boost, ones)
         )  # (B, S)
 
+    @property
+    def parts(self) -> tuple[RewardModel, ...]:
+        return (self.inner,)
+
     def item_scores(self, batch: RewardInput) -> torch.Tensor:
-        scores = self.inner.item_scores(batch)  # (B, S)
+        scores = self.inner.item_scores(visible_to(self.inner, batch))  # (B, S)
         weighted = scores * self.multipliers(batch.items).to(scores.dtype)
         return torch.where(scores >= 0, weighted, scores)  # (B, S)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rewards.protocol import RewardInput, RewardModel, RewardOutput
+from rewards.protocol import Declared, RewardInput, RewardModel, RewardOutput, visible_to
 
 Literal = float | int | str
 
@@ -295,8 +295,12 @@ def parse_spec(spec: str) -> Combination:
     return _Parser(spec).parse()
 
 
-class WeightedSum:
-    """total = sum_i weight_i * reward_i.total; components = every term's, unweighted."""
+class WeightedSum(Declared):
+    """total = sum_i weight_i * reward_i.total; components = every term's, unweighted.
+
+    It reads what any term reads and judges codes when any term does (that term's opinion
+    on an illegal code is the sum's); each term sees the truth only if it declares it.
+    """
 
     def __init__(self, terms: list[tuple[float, RewardModel]]) -> None:
         if not terms:
@@ -304,12 +308,17 @@ class WeightedSum:
         self.terms = terms
         self.name = format_terms([(weight, reward.name) for weight, reward in terms])
         self.requires = frozenset().union(*(reward.requires for _, reward in terms))
+        self.judges_codes = any(getattr(reward, "judges_codes", False) for _, reward in terms)
+
+    @property
+    def parts(self) -> tuple[RewardModel, ...]:
+        return tuple(reward for _, reward in self.terms)
 
     def __call__(self, batch: RewardInput) -> RewardOutput:
         total = torch.zeros(batch.batch_size, device=batch.items.device)
         components: dict[str, torch.Tensor] = {}
         for weight, reward in self.terms:
-            output = reward(batch)
+            output = reward(visible_to(reward, batch))
             total = total + weight * output.total
             components.update(output.components)
         return RewardOutput(total, components)
@@ -319,7 +328,9 @@ class WeightedItemSum(WeightedSum):
     """A weighted sum of item rewards is an item reward: item scores add with the weights."""
 
     def item_scores(self, batch: RewardInput) -> torch.Tensor:
-        return sum(weight * reward.item_scores(batch) for weight, reward in self.terms)  # (B, S)
+        return sum(
+            weight * reward.item_scores(visible_to(reward, batch)) for weight, reward in self.terms
+        )  # (B, S)
 
 
 def weighted_sum(terms: list[tuple[float, RewardModel]]) -> RewardModel:

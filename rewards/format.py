@@ -17,7 +17,14 @@ from __future__ import annotations
 import torch
 
 from envs.spec import BLANK
-from rewards.protocol import Codec, RewardInput, RewardOutput, decode_codes, repeated_after_first
+from rewards.protocol import (
+    Codec,
+    Declared,
+    RewardInput,
+    RewardOutput,
+    decode_codes,
+    repeated_after_first,
+)
 
 
 def legal_slots(batch: RewardInput, codec: Codec | None = None) -> torch.Tensor:
@@ -38,11 +45,15 @@ def legal_slots(batch: RewardInput, codec: Codec | None = None) -> torch.Tensor:
     return legal & ~repeated_after_first(items, legal)
 
 
-class FormatReward:
-    """Slate reward = share of legal slots (duplicates illegal after the first), in [0, 1]."""
+class FormatReward(Declared):
+    """Slate reward = share of legal slots (duplicates illegal after the first), in [0, 1].
+
+    The one built-in reward that judges codes: an illegal code is worth 0, an opinion.
+    """
 
     name = "format"
     requires: frozenset[str] = frozenset()
+    judges_codes = True
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec = codec

@@ -18,31 +18,26 @@ from __future__ import annotations
 
 import torch
 
-from envs.response import TRUE_ENGAGEMENT_WEIGHTS
+from envs.response import engagement_formula
 from envs.spec import FEEDBACK_FIELDS, feedback_index
-from rewards.protocol import RewardInput, RewardOutput, slate_mean
+from rewards.protocol import TRUTH, Declared, RewardInput, RewardOutput, slate_mean
 
 ENGAGEMENT = "engagement"
 ORACLE_FIELDS = (ENGAGEMENT, *FEEDBACK_FIELDS)
 
 
 def item_engagement(feedback: torch.Tensor) -> torch.Tensor:
-    """The simulator's true engagement of each item: (..., F) -> (...)."""
-    total = (
-        feedback[..., feedback_index("watch_time")]
-        / 60.0
-        * TRUE_ENGAGEMENT_WEIGHTS["watch_minutes"]
-    )
-    for name, weight in TRUE_ENGAGEMENT_WEIGHTS.items():
-        if name != "watch_minutes":
-            total = total + weight * feedback[..., feedback_index(name)]
-    return total
+    """The simulator's true engagement of each item, in `feedback`'s dtype: (..., F) -> (...).
+
+    The simulator's own formula (`envs.response.engagement_formula`) per item.
+    """
+    return engagement_formula(lambda name: feedback[..., feedback_index(name)])
 
 
-class OracleReward:
+class OracleReward(Declared):
     """Per-item true outcome `field`; slate reward = `slate_mean` (blanks count zero)."""
 
-    requires = frozenset({"feedback"})
+    requires = frozenset({TRUTH})
 
     def __init__(self, field: str = ENGAGEMENT) -> None:
         if field not in ORACLE_FIELDS:

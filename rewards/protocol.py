@@ -7,12 +7,20 @@ and their slate reward is `slate_mean` of those scores (see there for why a mean
 positions, blanks and repeats counting zero). Wrappers such as business weighting need that
 per-item view.
 
+Declarations: a reward names what it reads in `requires` (a subset of `REQUIREMENTS`), and
+says with `judges_codes` whether it has an opinion on an illegal code. `TRUTH` ("feedback",
+the simulator's true outcome) is withheld from every reward that does not declare it: the
+rewards `build` returns (and the `Declared` wrappers) call what they wrap with
+`visible_to(reward, batch)`, so an undeclared reward finds `batch.feedback` None. `truth_terms`
+names the parts of a reward that read the truth, for runs that must refuse it.
+
 Letters used in shape comments: B batch (slates), S slate size, L semantic-ID levels,
 F feedback fields (`envs.spec.FEEDBACK_FIELDS`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +32,9 @@ from envs.spec import BLANK, NUM_FEEDBACK
 
 # What a reward may need from a batch; `RewardModel.requires` names a subset of these.
 REQUIREMENTS = ("context", "codes", "feedback")
+# The requirement that is the simulator's truth (the expected or drawn outcome of a shown
+# slate), as opposed to what production observes: only oracle rewards declare it.
+TRUTH = "feedback"
 
 
 def as_tensor(value: Any, name: str, device: torch.device | None = None) -> torch.Tensor:
@@ -138,6 +149,15 @@ class RewardInput:
         items, _ = decode_codes(codec, codes)
         return cls(items=items, context=context, codes=codes, **extra)
 
+    def without_feedback(self) -> RewardInput:
+        """This batch with the truth withheld (`feedback` None), for a reward that does not
+        declare it. Nothing is re-validated or copied: the fields were checked already."""
+        if self.feedback is None:
+            return self
+        withheld = copy.copy(self)
+        object.__setattr__(withheld, "feedback", None)
+        return withheld
+
     @property
     def batch_size(self) -> int:
         return int(self.items.shape[0])
@@ -159,7 +179,9 @@ class RewardInput:
         if what == "feedback" and self.feedback is None:
             raise ValueError(
                 f"reward {reward!r} needs the simulator's true outcome; attach "
-                "feedback=(B, S, F) from the vector env's info (or logged feedback)"
+                "feedback=(B, S, F) from the vector env's info (or logged feedback); a reward "
+                "registered without requires=('feedback',) never receives it (only oracle "
+                "rewards should declare it)"
             )
 
 
@@ -197,7 +219,12 @@ def check_slate_rewards(value: Any, what: str, batch: int | None = None) -> torc
 
 @runtime_checkable
 class RewardModel(Protocol):
-    """A reward: `name` (its spec text), `requires` (what it reads from a batch) and a call."""
+    """A reward: `name` (its spec text), `requires` (what it reads from a batch) and a call.
+
+    Optional: `judges_codes` (True when it has an opinion on an illegal code; False when
+    absent) and `parts` (the rewards it is made of, for `truth_terms`). What `build` returns
+    is always `Declared`: those two and `reads_truth` are there.
+    """
 
     name: str
     requires: frozenset[str]
@@ -210,6 +237,49 @@ class ItemReward(RewardModel, Protocol):
     """A reward that decomposes over items: slate reward = `slate_mean(item_scores)`."""
 
     def item_scores(self, batch: RewardInput) -> torch.Tensor: ...  # (B, S), 0 on blanks
+
+
+class Declared:
+    """What a reward declares, as properties a caller can rely on.
+
+    `requires`: what it reads from a batch (it or any reward inside it); `judges_codes`: it
+    has an opinion on an illegal code (the format reward: a code that names no item is
+    worth 0, not "no opinion"); `reads_truth`: it, or a reward inside it, reads the
+    simulator's truth. Subclasses set `requires` and `judges_codes` per instance or class.
+    """
+
+    requires: frozenset[str] = frozenset()
+    judges_codes: bool = False
+
+    @property
+    def reads_truth(self) -> bool:
+        """Whether the simulator's truth (`TRUTH`) reaches this reward or one inside it."""
+        return TRUTH in self.requires
+
+    @property
+    def parts(self) -> tuple[RewardModel, ...]:
+        """The rewards this one is made of (none for a leaf)."""
+        return ()
+
+
+def visible_to(reward: RewardModel, batch: RewardInput) -> RewardInput:
+    """What `reward` may see of `batch`: the truth only if it declares `TRUTH`."""
+    return batch if TRUTH in reward.requires else batch.without_feedback()
+
+
+def truth_terms(reward: RewardModel) -> list[str]:
+    """Names of the innermost rewards inside `reward` that read the simulator's truth.
+
+    [] when `reward` reads none: a proxy run (one that may not look at the truth) checks
+    this and refuses the reward otherwise, naming these terms. For example
+    `truth_terms(build("pscore + 0.2*oracle(field='like')", ...)) == ["oracle(field='like')"]`
+    and `business(pscore + oracle, ...)` names `oracle`. A reward that reads the truth but
+    exposes no `parts` is named itself.
+    """
+    if TRUTH not in reward.requires:
+        return []
+    inner = [name for part in getattr(reward, "parts", ()) for name in truth_terms(part)]
+    return inner or [reward.name]
 
 
 def repeated_after_first(items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

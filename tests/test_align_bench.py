@@ -21,18 +21,41 @@ from benchmarks.legality import run as run_legality
 from benchmarks.stability import StabilityBenchArgs
 from benchmarks.stability import run as run_stability
 from tests.conftest import REPO_ROOT
+from tests.test_docs import plugin_file, readme_bench_command
 
 
 @pytest.fixture(scope="module")
 def smoke_alignment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The smoke alignment study through the CLI; its work folder caches the world."""
+    """README's smoke alignment study, as written (two worker processes, README's plugin file
+    with its `novelty` reward as the design `mine`), in a folder outside the repository; its
+    work folder caches the world for the other studies."""
     root = tmp_path_factory.mktemp("studies")
-    command = [sys.executable, "-m", "onerec_lab.cli", "bench", "alignment", "--preset", "smoke",
+    (root / "my_plugin.py").write_text(plugin_file())
+    command = [sys.executable, "-m", "onerec_lab.cli", *readme_bench_command()[1:],
                "--work", str(root / "work"), "--results", str(root / "results"), "--json"]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               capture_output=True, text=True, timeout=600, check=False)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    completed = subprocess.run(command, cwd=root, env=environment, capture_output=True,
+                               text=True, timeout=900, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return root, json.loads(completed.stdout)
+
+
+def smoke(args_class: type, root: Path) -> object:
+    """A study's smoke arguments on the alignment study's cached world and results folder."""
+    return args_class(preset="smoke", work=str(root / "work"), results=str(root / "results"))
+
+
+@pytest.mark.heavy
+def test_a_plugins_reward_is_a_column_of_the_matrix(smoke_alignment) -> None:
+    root, result = smoke_alignment
+    assert "--workers 2" in " ".join(readme_bench_command())
+    for method in (*METHODS, "sb3_ppo"):
+        assert result["cells"][f"{method} on mine"]["true_watch_time"]["mean"] >= 0, method
+    saved = json.loads((root / "results" / "alignment_smoke.json").read_text())
+    assert saved["rewards"]["mine"] == "pscore + 0.1*novelty"
+    assert "--plugin my_plugin.py" in saved["command"]
+    assert "rewards/novelty" in saved["curves"]["ecpo on mine, seed 0"][-1]
+    assert "mine = `pscore + 0.1*novelty`" in (root / "results" / "alignment_smoke.md").read_text()
 
 
 @pytest.mark.heavy
@@ -57,8 +80,7 @@ def test_the_smoke_alignment_study_writes_its_tables_and_plots(smoke_alignment) 
 @pytest.mark.heavy
 def test_the_smoke_hacking_study_logs_proxy_and_truth_per_step(smoke_alignment) -> None:
     root, _ = smoke_alignment
-    result = run_hacking(HackingBenchArgs(preset="smoke", work=str(root / "work"),
-                                          results=str(root / "results")))
+    result = run_hacking(smoke(HackingBenchArgs, root))
     assert set(result["proxies"]) == {"little data", "much data"}
     assert result["proxies"]["little data"]["sessions"] < result["proxies"]["much data"]["sessions"]
     for run in result["summary"].values():
@@ -69,8 +91,7 @@ def test_the_smoke_hacking_study_logs_proxy_and_truth_per_step(smoke_alignment) 
 @pytest.mark.heavy
 def test_the_smoke_ablations_cover_every_part(smoke_alignment) -> None:
     root, _ = smoke_alignment
-    result = run_ablations(AblationBenchArgs(preset="smoke", work=str(root / "work"),
-                                             results=str(root / "results")))
+    result = run_ablations(smoke(AblationBenchArgs, root))
     assert set(result["tables"]) == {"group size", "rollout", "reference"}
     assert set(result["pass_at_k"]) == {"pre-trained", "ECPO"}
     text = (root / "results" / "ablations_smoke.md").read_text()
@@ -80,8 +101,7 @@ def test_the_smoke_ablations_cover_every_part(smoke_alignment) -> None:
 @pytest.mark.heavy
 def test_the_smoke_legality_study_covers_format_and_extreme_steps(smoke_alignment) -> None:
     root, _ = smoke_alignment
-    result = run_legality(LegalityBenchArgs(preset="smoke", work=str(root / "work"),
-                                            results=str(root / "results")))
+    result = run_legality(smoke(LegalityBenchArgs, root))
     table = result["table"]
     assert {"ecpo on pscore, ntp 0.1", "ecpo on pscore+format, ntp 1.0",
             "grpo, extreme step", "ecpo, extreme step"} <= set(table)
@@ -95,8 +115,7 @@ def test_the_smoke_legality_study_covers_format_and_extreme_steps(smoke_alignmen
 @pytest.mark.heavy
 def test_the_smoke_stability_study_charts_negative_advantage_gradients(smoke_alignment) -> None:
     root, _ = smoke_alignment
-    result = run_stability(StabilityBenchArgs(preset="smoke", work=str(root / "work"),
-                                              results=str(root / "results")))
+    result = run_stability(smoke(StabilityBenchArgs, root))
     table = result["table"]
     assert set(table) == {f"{regime}: {loss}, lr 0.01" for regime in ("on-policy", "pre-trained reference") for loss in ("grpo", "ecpo")}
     for figures in table.values():

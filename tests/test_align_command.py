@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from envs.logs import LoggedSessions
+from envs.logs import SESSION_COLUMNS, LoggedSessions
 from onerec_lab.commands.align import AlignArgs, run
 from onerec_lab.commands.evaluate import EvaluateArgs
+from onerec_lab.experiment import AlignResult, Evaluation
+from onerec_lab.experiment import method as method_config
 from tests.conftest import REPO_ROOT
 from tests.test_pretrain import random_codec, small_logs, small_policy
 from trainers.pretrain import CHECKPOINT_FILE, PretrainConfig, load_policy, pretrain
@@ -74,18 +77,21 @@ def test_align_prints_the_before_and_after_figures(world: tuple[Path, Path],
 def test_every_method_runs_through_the_command(method: str, world: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     _, checkpoint = world
+    training = method_config(method).make_config(max_steps=2, users_per_step=2,
+                                                 num_generations=4)
     result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), method=method,
-                           reward="format", steps=2, users=2, num_generations=4, eval_users=2,
-                           eval_requests=1, candidates=10, json=True))
+                           reward="format", training=training, eval_users=2, eval_requests=1,
+                           candidates=10, json=True))
     assert result["method"] == method and {"legality_before", "legality_after"} <= set(result)
 
 
 def test_logged_rsft_and_baselines(world: tuple[Path, Path], tmp_path: Path) -> None:
     logs_dir, checkpoint = world
-    result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="rsft",
-                           rsft_data="logs", reward="format", steps=1, eval_users=2,
-                           eval_requests=1, candidates=10, json=True))
-    assert result["resumed_from_step"] == 0 and "final_ntp_loss" in result
+    training = method_config("rsft_logs").make_config(max_steps=1)
+    result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="rsft_logs",
+                           training=training, eval_users=2, eval_requests=1, candidates=10,
+                           json=True))
+    assert result["resumed_from_step"] == 0 and "losses/ntp" in result["final_metrics"]
     completed = _cli("evaluate", "--policy", "popular", "--logs", str(logs_dir), "--users", "2",
                      "--requests", "1", "--reward", "format", "--json")
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -96,7 +102,8 @@ def test_bad_input_is_a_clear_error(world: tuple[Path, Path], tmp_path: Path) ->
     _, checkpoint = world
     unknown = _cli("align", "--method", "ppo", "--policy", str(checkpoint), "--out",
                    str(tmp_path))
-    assert unknown.returncode == 2 and "invalid choice: 'ppo'" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown method 'ppo'" in unknown.stderr
+    assert "Known methods: rsft, grpo, ecpo, dr_grpo, dpo" in unknown.stderr
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="ppo")
     single = _cli("align", "--policy", str(checkpoint), "--out", str(tmp_path),
@@ -110,3 +117,71 @@ def test_bad_input_is_a_clear_error(world: tuple[Path, Path], tmp_path: Path) ->
         EvaluateArgs(policy="random")
     with pytest.raises(ValueError, match="neither a checkpoint"):
         EvaluateArgs(policy=str(tmp_path / "missing.pt"))
+
+
+def test_every_field_of_the_methods_config_is_an_option() -> None:
+    ecpo = _cli("align", "--help")
+    assert ecpo.returncode == 0
+    for option in ("--scale-rewards", "--max-grad-norm", "--top-p", "--reward-weights",
+                   "--epsilon-high", "--format-selection-k", "--steps", "--max-steps", "--oracle"):
+        assert option in ecpo.stdout, option
+    rsft = _cli("align", "--method", "rsft", "--help")
+    assert "--keep-fraction" in rsft.stdout and "--scale-rewards" not in rsft.stdout
+    assert "--loss-type" not in ecpo.stdout  # fixed by the method's name
+
+
+def test_a_proxy_run_may_not_read_the_truth(world: tuple[Path, Path], tmp_path: Path) -> None:
+    _, checkpoint = world
+    refused = _cli("align", "--policy", str(checkpoint), "--out", str(tmp_path / "proxy"),
+                   "--reward", "format + 0.1*oracle", "--json", *TINY)
+    assert refused.returncode == 2 and "reads the simulator's truth (oracle)" in refused.stderr
+    assert "--oracle" in refused.stderr and not (tmp_path / "proxy").exists()
+    declared = _cli("align", "--policy", str(checkpoint), "--out", str(tmp_path / "oracle"),
+                    "--reward", "format + 0.1*oracle", "--oracle", "--json", *TINY)
+    assert declared.returncode == 0, declared.stderr[-3000:]
+    assert json.loads(declared.stdout)["oracle_run"] is True
+
+
+def test_a_checkpoint_from_another_world_is_not_resumed(world: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    logs_dir, checkpoint = world
+    out = tmp_path / "run"
+    first = _cli("align", "--policy", str(checkpoint), "--out", str(out), "--reward", "format",
+                 "--json", *TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = tmp_path / "other_logs"
+    logs = LoggedSessions.load(logs_dir)
+    rows = logs.columns["session"] < logs.num_sessions // 2
+    sessions = np.arange(logs.num_sessions) < logs.num_sessions // 2
+    LoggedSessions({name: column[sessions] if name in SESSION_COLUMNS else column[rows]
+                    for name, column in logs.columns.items()}, logs.header,
+                   _catalog=logs.catalog).save(other)
+    again = _cli("align", "--policy", str(checkpoint), "--logs", str(other), "--out", str(out),
+                 "--reward", "format", "--json", *TINY)
+    assert again.returncode == 2 and "was trained in another world" in again.stderr
+
+
+def _evaluation(true_watch_time: float, proxy: float, sem: float = 10.0) -> Evaluation:
+    return Evaluation(users=100, true_watch_time=true_watch_time, true_watch_time_sem=sem,
+                      true_engagement=0.0, session_length=10.0, leave_rate=0.5,
+                      behaviour_rates={}, proxy_reward=proxy, legality=1.0, diversity=5.0,
+                      coverage=0.1, shown_duration_s=30.0, config={})
+
+
+@pytest.mark.parametrize(("after", "warned"), [
+    ((1724.0, 0.646), True),  # the run: the proxy up, the truth far down
+    ((2270.0, 0.646), False),  # down by less than two standard errors: noise
+    ((1724.0, 0.620), False),  # both down: a bad run, not hacking
+    ((2400.0, 0.646), False),  # both up
+])
+def test_the_result_says_when_the_proxy_rose_while_the_truth_fell(after, warned) -> None:
+    result = AlignResult(method="ecpo", reward="pscore", history=[], steps=1,
+                         resumed_from_step=0, seconds=0.0, checkpoint=None, world="w",
+                         oracle_run=False, config={}, before=_evaluation(2283.0, 0.628),
+                         after=_evaluation(*after))
+    assert result.proxy_rose_truth_fell is warned
+    assert (result.warning() is not None) is warned
+    if warned:
+        assert "the proxy rose (0.628 -> 0.646) while the true watch time fell (2283 -> 1724" \
+            in result.warning()
+    assert AlignResult(**{**result.__dict__, "before": None}).proxy_rose_truth_fell is None

@@ -16,7 +16,9 @@ from policies.codec import SemanticIdCodec
 from policies.encoder import Context
 from policies.onerec import OneRecPolicy
 from rewards import register
-from tests.test_pretrain import SESSIONS, random_codec, small_logs, small_policy
+from tests.test_checkpoint import as_version_1
+from tests.test_pretrain import SESSIONS, small_policy
+from trainers.checkpoint import read_checkpoint, training_metadata
 from trainers.dpo import DPOConfig, DPOTrainer, preference_pairs
 from trainers.group_rewards import GroupRewards
 from trainers.grpo import GRPOConfig, GRPOTrainer, grpo_advantages
@@ -46,16 +48,6 @@ def toy_reward(codec: SemanticIdCodec):
 @register("toy_nan")
 def nan_reward():
     return lambda batch: torch.full((batch.items.shape[0],), float("nan"))
-
-
-@pytest.fixture(scope="module")
-def logs() -> LoggedSessions:
-    return small_logs()
-
-
-@pytest.fixture(scope="module")
-def codec() -> SemanticIdCodec:
-    return random_codec()
 
 
 def make_trainer(kind: type[OnlineTrainer], config: OnlineConfig, logs: LoggedSessions,
@@ -151,8 +143,9 @@ class InterruptedGRPO(GRPOTrainer):
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("version", [2, 1])
 def test_a_run_killed_mid_way_resumes_from_its_checkpoint(
-    logs: LoggedSessions, codec: SemanticIdCodec, tmp_path: Path
+    logs: LoggedSessions, codec: SemanticIdCodec, tmp_path: Path, version: int
 ) -> None:
     config = GRPOConfig(max_steps=5, save_steps=2, reference="pretrained", num_iterations=2,
                         **{**FAST, "ntp_weight": 0.5})
@@ -165,6 +158,10 @@ def test_a_run_killed_mid_way_resumes_from_its_checkpoint(
     dying.prepared_steps = []
     with pytest.raises(Interrupted):  # killed in step 4: the checkpoint holds step 2
         dying.train()
+    path = Path(output_dir) / CHECKPOINT_FILE
+    if version == 1:  # as the code before the shared loop wrote it
+        as_version_1(path)
+        assert read_checkpoint(path).extra["logs"] == "in memory"  # metadata at the top level
     resumed_trainer = make_trainer(GRPOTrainer, dataclasses.replace(config, output_dir=output_dir),
                                    logs, codec)  # a fresh process
     resumed = resumed_trainer.train()
@@ -174,8 +171,9 @@ def test_a_run_killed_mid_way_resumes_from_its_checkpoint(
     assert all(torch.equal(value, expected[key])
                for key, value in resumed_trainer.policy.state_dict().items())
     # the checkpoint is a policy checkpoint too, and records what it was told to
-    loaded = load_policy(Path(output_dir) / CHECKPOINT_FILE)
+    loaded = load_policy(path)
     assert all(torch.equal(value, expected[key]) for key, value in loaded.state_dict().items())
+    assert training_metadata(path) == {"logs": "in memory", "method": "ecpo", "reward": TOY}
 
 
 def test_resuming_with_other_settings_is_a_clear_error(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.beauty import SWEEP, main, shortfall
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_study
 
 
 def write_tiny_beauty(path: Path) -> None:
@@ -27,13 +24,10 @@ def write_tiny_beauty(path: Path) -> None:
 def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None:
     data = tmp_path / "tiny_beauty.txt"
     write_tiny_beauty(data)
-    command = [sys.executable, "-m", "benchmarks.beauty", "--data", str(data),
+    run_study("beauty", "--data", str(data),
                "--onerec-steps", "3", "--sasrec-steps", "3", "--codebook", "4",
                "--preset", "tiny", "--dropout", "0.0",
-               "--results-dir", str(tmp_path / "results")]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               capture_output=True, text=True, timeout=600, check=False)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+               "--results", str(tmp_path / "results"), timeout=600)
     result = json.loads((tmp_path / "results" / "beauty.json").read_text())
     onerec, sasrec = result["results"]
     assert (onerec["model"], onerec["steps"], sasrec["model"], sasrec["steps"]) == (
@@ -65,27 +59,24 @@ def test_the_benchmark_writes_both_models_on_both_splits(tmp_path: Path) -> None
     # --render rewrites the same beauty.md from beauty.json alone (the data file is not read)
     (tmp_path / "results" / "beauty.md").unlink()
     assert main(["--render", "--data", str(tmp_path / "absent.txt"),
-                 "--results-dir", str(tmp_path / "results")]) == 0
+                 "--results", str(tmp_path / "results")]) == 0
     assert (tmp_path / "results" / "beauty.md").read_text() == table
 
 
 def test_render_without_a_saved_run_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--render needs .*beauty.json"):
-        main(["--render", "--results-dir", str(tmp_path)])
+        main(["--render", "--results", str(tmp_path)])
     (tmp_path / "beauty.json").write_text('{"results": []}')
     with pytest.raises(SystemExit, match="reading it failed: KeyError"):
-        main(["--render", "--results-dir", str(tmp_path)])
+        main(["--render", "--results", str(tmp_path)])
 
 
 @pytest.mark.heavy  # twelve variants, one of them trains a 2,000-step SASRec for its codes
 def test_the_sweep_ranks_every_variant_on_validation_only(tmp_path: Path) -> None:
     data = tmp_path / "tiny_beauty.txt"
     write_tiny_beauty(data)
-    command = [sys.executable, "-m", "benchmarks.beauty", "--data", str(data),
-               "--sweep-steps", "2", "--codebook", "4", "--results-dir", str(tmp_path)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               capture_output=True, text=True, timeout=600, check=False)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_study("beauty", "--data", str(data),
+               "--sweep-steps", "2", "--codebook", "4", "--results", str(tmp_path), timeout=600)
     rows = json.loads((tmp_path / "beauty_sweep.json").read_text())["results"]
     assert [row["variant"] for row in rows] == list(SWEEP)
     assert all(set(row) >= {"valid", "steps"} and "test" not in row for row in rows)

@@ -31,7 +31,7 @@ def test_the_summary_gives_each_seed_the_mean_the_spread_and_the_seeds_above_tig
     write_run(tmp_path / "beauty_seeds" / "seed1" / "beauty.json", seed=1, ndcg10=0.0390)
     write_run(tmp_path / "beauty_seeds" / "seed2" / "beauty.json", seed=2, ndcg10=0.0380,
               recall10=0.0600)
-    assert main(["--results-dir", str(tmp_path)]) == 0
+    assert main(["--results", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "beauty_seeds.json").read_text())
     column = result["columns"]["OneRec N@10"]
     assert result["seeds"] == [0, 1, 2]
@@ -46,16 +46,16 @@ def test_the_summary_gives_each_seed_the_mean_the_spread_and_the_seeds_above_tig
     assert "(mean minus TIGER: -0.0004, -0.4 seed standard deviations)" in table
     assert ("dropped from its beams: above TIGER on both in 1 of 3 seeds (lowest Recall@10 "
             "0.0600, lowest NDCG@10 0.0370)") in table
-    assert f"Command: `python -m benchmarks.beauty_seeds --results-dir {tmp_path}`" in table
+    assert f"Command: `python -m benchmarks.beauty_seeds --results {tmp_path}`" in table
     assert ("the same settings (OneRec: preset beauty, dropout 0.1, repeat bias off, 10 steps; "
             "SASRec 10 steps)") in table
 
 
-def test_seed_folders_directly_under_the_results_dir_count_too(tmp_path: Path) -> None:
+def test_seed_folders_directly_under_the_results_folder_count_too(tmp_path: Path) -> None:
     for seed in (3, 4):
         write_run(tmp_path / f"seed{seed}" / "beauty.json", seed=seed, ndcg10=0.04,
                   repeat_bias=True)
-    assert main(["--results-dir", str(tmp_path)]) == 0
+    assert main(["--results", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "beauty_seeds.json").read_text())
     assert result["seeds"] == [3, 4] and result["setting"]["repeat_bias"] is True
 
@@ -65,22 +65,22 @@ def test_runs_of_other_settings_are_not_mixed(tmp_path: Path) -> None:
     write_run(tmp_path / "beauty.json", seed=0, ndcg10=0.037)
     write_run(tmp_path / "beauty_seeds" / "seed1" / "beauty.json", seed=1, ndcg10=0.038,
               repeat_bias=False)
-    assert main(["--results-dir", str(tmp_path)]) == 0
+    assert main(["--results", str(tmp_path)]) == 0
     write_run(tmp_path / "beauty_seeds" / "seed2" / "beauty.json", seed=2, ndcg10=0.039,
               repeat_bias=True, dropout=0.2)
     with pytest.raises(SystemExit, match=r"seed2/beauty.json was trained with other settings "
                                          r"than .*beauty.json \(dropout, repeat_bias: 0.2, True "
                                          r"against 0.1, False\)"):
-        main(["--results-dir", str(tmp_path)])
+        main(["--results", str(tmp_path)])
 
 
 def test_too_few_runs_or_a_repeated_seed_are_clear_errors(tmp_path: Path) -> None:
     write_run(tmp_path / "beauty.json", seed=0, ndcg10=0.037)
     with pytest.raises(SystemExit, match="needs at least two runs; found 1 .* --seed 1"):
-        main(["--results-dir", str(tmp_path)])
+        main(["--results", str(tmp_path)])
     write_run(tmp_path / "beauty_seeds" / "seed0" / "beauty.json", seed=0, ndcg10=0.038)
     with pytest.raises(SystemExit, match="repeats seed 0"):
-        main(["--results-dir", str(tmp_path)])
+        main(["--results", str(tmp_path)])
     (tmp_path / "beauty_seeds" / "seed0" / "beauty.json").write_text("{not json")
     with pytest.raises(SystemExit, match="the seed summary needs .*seed0/beauty.json"):
-        main(["--results-dir", str(tmp_path)])
+        main(["--results", str(tmp_path)])

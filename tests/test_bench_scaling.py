@@ -1,19 +1,17 @@
-"""`python -m benchmarks.scaling`: the power-law fit, and the study end to end at --quick."""
+"""`python -m benchmarks.scaling`: the power-law fit, and the study end to end at --preset smoke."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.scaling import fit_power_law
-from tests.conftest import REPO_ROOT
+from benchmarks.scaling import PRESETS, ScalingBenchArgs, fit_power_law
+from benchmarks.study import with_preset
+from tests.conftest import run_study
 
 PARAMETERS = np.geomspace(1e5, 3e6, 6)
 
@@ -41,16 +39,21 @@ def test_three_points_fit_without_an_offset() -> None:
     assert fit["form"] == "a * N^-alpha" and "too few" in fit["why"]
 
 
+def test_widths_are_checked_against_the_depths_the_preset_fills_in() -> None:
+    with pytest.raises(ValueError, match="6 widths and 3 depths"):
+        with_preset(ScalingBenchArgs(preset="smoke", widths=(8, 16, 24, 32, 48, 64)), PRESETS)
+    assert with_preset(ScalingBenchArgs(preset="smoke", widths=(4, 8, 12)), PRESETS).depths == (
+        1, 1, 1)
+
+
 @pytest.mark.heavy
-def test_the_quick_study_writes_its_report_json_and_plots(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "benchmarks.scaling", "--quick", "--results", str(tmp_path)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    for name in ("scaling_quick.md", "scaling_quick.json", "scaling_quick.png",
-                 "scaling_curves_quick.png"):
+def test_the_smoke_study_writes_its_report_json_and_plots(tmp_path: Path) -> None:
+    run_study("scaling", "--preset", "smoke", "--results",
+               str(tmp_path), timeout=300)
+    for name in ("scaling_smoke.md", "scaling_smoke.json", "scaling_smoke.png",
+                 "scaling_curves_smoke.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    report = json.loads((tmp_path / "scaling_quick.json").read_text())
+    report = json.loads((tmp_path / "scaling_smoke.json").read_text())
     rows = report["results"]
     assert [row["width"] for row in rows] == report["args"]["widths"]
     assert [row["parameters"] for row in rows] == sorted(row["parameters"] for row in rows)
@@ -60,6 +63,6 @@ def test_the_quick_study_writes_its_report_json_and_plots(tmp_path: Path) -> Non
         assert len(row["losses"]) == report["args"]["steps"]
     assert all(math.isfinite(report["fit"][key]) for key in ("a", "alpha", "c"))
     assert report["train_examples"] > 0 and report["held_out_examples"] > 0
-    markdown = (tmp_path / "scaling_quick.md").read_text()
-    assert markdown.startswith("# Scaling") and "Command: `python -m benchmarks.scaling --quick" in markdown
+    markdown = (tmp_path / "scaling_smoke.md").read_text()
+    assert markdown.startswith("# Scaling") and "Command: `python -m benchmarks.scaling --preset smoke --results" in markdown
     assert markdown.count("\n| 1 x d") == len(rows)

@@ -10,10 +10,13 @@ import torch
 from torch import nn
 
 from trainers.checkpoint import (
+    RunRecord,
     config_differences,
     read_checkpoint,
     restore_checkpoint,
+    run_record,
     save_checkpoint,
+    training_metadata,
 )
 from trainers.schedule import warmup_cosine_schedule
 
@@ -115,3 +118,89 @@ def test_config_differences_name_each_changed_field() -> None:
         "seed: checkpoint None, now 1",
     ]
     assert config_differences(saved, dict(saved)) == []
+
+
+def _version_1(path: Path, model: nn.Module, extra: dict) -> Path:
+    """A file as version 1 wrote it (before the shared loop's layout)."""
+    torch.save({"format": "onerec-lab/training-checkpoint", "version": 1, "step": 3,
+                "model": model.state_dict(), "optimizer": None, "scheduler": None,
+                "extra": extra}, path)
+    return path
+
+
+def as_version_1(path: Path) -> None:
+    """Rewrite a checkpoint in the layout version 1 wrote (the code before the shared loop)."""
+    payload = torch.load(path, weights_only=True)
+    extra = payload["extra"]
+    state = extra["trainer_state"]
+    if extra["kind"] == "pretrain":
+        payload["extra"] = {
+            "model_config": extra["model_config"],
+            "training_settings": extra["settings"],
+            "sampler": state["sampler"],
+            "rng": extra["rng"],
+            "losses": [record["losses/ntp"] for record in extra["history"]],
+            "totals": state["totals"],
+            "logs": extra["metadata"]["logs"],
+        }
+    else:
+        caller = {key: value for key, value in extra["metadata"].items()
+                  if key not in ("method", "reward") and value is not None}
+        payload["extra"] = {
+            "model_config": extra["model_config"],
+            "settings": extra["settings"],
+            "ntp_sampler": state["sampler"],
+            "reference": state["reference"],
+            "history": extra["history"],
+            **caller,
+        }
+    payload["version"] = 1
+    torch.save(payload, path)
+
+
+def test_version_1_layouts_read_as_the_run_record(tmp_path: Path) -> None:
+    model, _, _ = _setup()
+    sampler, rng = {"generator": torch.ones(3)}, {"cpu": torch.zeros(2, dtype=torch.uint8)}
+    pretraining = read_checkpoint(_version_1(tmp_path / "pretrain.pt", model, {
+        "model_config": '{"d_model": 64}', "training_settings": {"seed": 0, "world_size": 1},
+        "sampler": sampler, "rng": rng, "losses": [2.5, 2.25, 2.0],
+        "totals": {"encoder_tokens": 9, "decoder_tokens": 6, "seconds": 0.5},
+        "logs": "/data/logs"}))
+    assert pretraining.version == 1
+    record = run_record(pretraining)
+    assert record.kind == "pretrain" and record.settings == {"seed": 0, "world_size": 1}
+    assert record.history == [{"losses/ntp": 2.5}, {"losses/ntp": 2.25}, {"losses/ntp": 2.0}]
+    assert torch.equal(record.trainer_state["sampler"]["generator"], torch.ones(3))
+    assert record.trainer_state["totals"]["encoder_tokens"] == 9 and "cpu" in record.rng
+    assert training_metadata(pretraining) == {"logs": "/data/logs"}
+
+    online = _version_1(tmp_path / "online.pt", model, {
+        "model_config": '{"d_model": 64}',
+        "settings": {"method": "ecpo", "reward": "pscore + format", "world_size": 1},
+        "ntp_sampler": sampler, "reference": None, "history": [{"rewards/proxy": 0.5}],
+        "logs": "/data/logs", "world": "abc123"})  # the caller's metadata, spread
+    record = run_record(read_checkpoint(online))
+    assert record.kind == "online" and record.history == [{"rewards/proxy": 0.5}]
+    assert record.rng == {} and record.trainer_state["reference"] is None
+    assert training_metadata(online) == {"logs": "/data/logs", "world": "abc123",
+                                         "method": "ecpo", "reward": "pscore + format"}
+
+
+def test_the_run_record_round_trips_and_its_absence_is_a_clear_error(tmp_path: Path) -> None:
+    model, _, _ = _setup()
+    record = RunRecord(kind="online", model_config="{}", settings={"seed": 1}, history=[],
+                       rng={}, trainer_state={"sampler": {}}, metadata={"reward": "oracle"})
+    path = save_checkpoint(tmp_path / "run.pt", model, None, None, 1, record._asdict())
+    assert run_record(read_checkpoint(path)) == record
+    assert training_metadata(path) == {"logs": None, "reward": "oracle"}
+    generic = save_checkpoint(tmp_path / "generic.pt", model, None, None, 1, {"note": "x"})
+    with pytest.raises(ValueError, match=rf"{generic} holds no training run record"):
+        training_metadata(generic)
+    old = _version_1(tmp_path / "old.pt", model, {"note": "x"})
+    with pytest.raises(ValueError, match=rf"{old} holds no training run record"):
+        run_record(read_checkpoint(old))
+    future = tmp_path / "future.pt"
+    torch.save({**torch.load(path, weights_only=True), "version": 3}, future)
+    with pytest.raises(ValueError, match=rf"{future} has checkpoint version 3, this onerec-lab "
+                                         r"reads versions \(1, 2\)"):
+        read_checkpoint(future)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,24 +32,55 @@ def test_bad_option_value_is_a_clear_error_not_a_traceback() -> None:
     assert "error" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.heavy
-def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path) -> None:
-    result = run_cli(
-        "quickstart", "--out", str(tmp_path / "run"), "--items", "800", "--codebook", "8",
-        "--embedding-steps", "20", "--log-users", "60", "--log-requests", "5",
-        "--pretrain-steps", "5", "--pscore-epochs", "1", "--rsft-steps", "1", "--ecpo-steps", "1",
-        "--num-generations", "4", "--rl-users", "4", "--eval-users", "8", "--eval-requests", "3",
-        "--json",
-    )
+TINY_QUICKSTART = ("--items", "800", "--codebook", "8", "--embedding-steps", "20", "--log-users",
+                   "60", "--log-requests", "5", "--cascade-steps", "5", "--pretrain-steps", "5",
+                   "--pscore-epochs", "1",
+                   "--rsft-steps", "1", "--ecpo-steps", "1", "--num-generations", "4",
+                   "--rl-users", "4", "--eval-users", "8", "--eval-requests", "3")
+STAGES = ["semantic IDs", "logged sessions", "pre-training", "P-score", "rsft", "ecpo",
+          "evaluation"]
+
+
+def quickstart(out: Path, *options: str) -> dict:
+    result = run_cli("quickstart", "--out", str(out), *TINY_QUICKSTART, *options, "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    return out, quickstart(out)
+
+
+@pytest.mark.heavy
+def test_quickstart_runs_every_stage_and_prints_the_table(first_run) -> None:
+    out, report = first_run
     policies = [row["policy"] for row in report["rows"]]
     assert policies == ["random", "popular", "cascade", "pretrained", "rsft", "ecpo"]
     for row in report["rows"]:
         assert row["true_watch_time"] >= 0 and 1 <= row["session_length"] <= 3
         assert 0 <= row["legality"] <= 1 and row["proxy_reward"] is not None
     assert report["tokenizer"]["utilization"] == [1.0, 1.0, 1.0]  # balanced k-means
-    assert set(report["stage_seconds"]) == set(report["stages"]) and len(report["stages"]) == 8
-    for name in ("report.md", "report.json", "comparison.png", "cascade.pt"):
-        assert (tmp_path / "run" / name).is_file(), name
-    assert any((tmp_path / "run" / "ecpo").rglob("events.out.tfevents*"))  # TensorBoard run
+    assert list(report["stages"]) == STAGES and len(report["stage_seconds"]) == len(STAGES)
+    assert all(": built in" in line for line in report["stages"].values())
+    for name in ("report.md", "report.json", "comparison.png", "cascade.pt", "world.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "ecpo").rglob("events.out.tfevents*"))  # TensorBoard run
+
+
+@pytest.mark.heavy
+def test_a_rerun_reuses_unchanged_stages_and_rebuilds_changed_ones(first_run) -> None:
+    out, report = first_run
+    again = quickstart(out)
+    assert all(": reused" in again["stages"][stage] for stage in STAGES), again["stages"]
+    assert again["rows"] == report["rows"]
+    changed = quickstart(out, "--log-users", "50")
+    stages = changed["stages"]
+    assert ": reused" in stages["semantic IDs"]  # it does not read the logs
+    assert "log_users 60 -> 50" in stages["logged sessions"]
+    for stage in ("pre-training", "P-score", "rsft", "ecpo", "evaluation"):
+        assert ": rebuilt" in stages[stage] and "changed" in stages[stage], stage
+    assert changed["rows"] != report["rows"]
+    fresh = quickstart(out.parent / "fresh", "--log-users", "50")  # the same run from scratch
+    assert fresh["rows"] == changed["rows"]

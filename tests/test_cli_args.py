@@ -60,3 +60,15 @@ class WrappedArgs:
 def test_a_comment_continued_below_its_field_joins_its_help() -> None:
     comments = field_comments(WrappedArgs)
     assert comments == {"width": "how wide the thing is, in cells"}
+
+
+@dataclass
+class DerivedArgs(ExampleArgs):
+    rate: float = 0.7  # a rate, overridden
+    extra: int = 1  # only here
+
+
+def test_inherited_fields_keep_their_comments() -> None:
+    comments = field_comments(DerivedArgs)
+    assert comments["steps"] == "how many steps to run"  # written in the base class
+    assert comments["rate"] == "a rate, overridden" and comments["extra"] == "only here"

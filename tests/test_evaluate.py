@@ -11,7 +11,7 @@ from policies.baselines import PopularRecommender
 from policies.codec import SemanticIdCodec
 from policies.interface import SlateRecommender
 from rewards import build
-from tests.test_pretrain import SESSIONS, random_codec, small_logs, small_policy
+from tests.test_pretrain import SESSIONS, small_policy
 from trainers.evaluate import EvaluationConfig, OneRecRecommender, evaluate, evaluation_markdown
 
 
@@ -27,16 +27,6 @@ class Scripted(SlateRecommender):
         return np.tile(slate, (len(observation["static"]), 1))
 
 
-@pytest.fixture(scope="module")
-def logs() -> LoggedSessions:
-    return small_logs()
-
-
-@pytest.fixture(scope="module")
-def codec() -> SemanticIdCodec:
-    return random_codec()
-
-
 CONFIG = EvaluationConfig(users=6, max_requests=3, batch_size=4)
 
 
@@ -44,19 +34,19 @@ def test_figures_of_a_scripted_slate_by_hand(logs: LoggedSessions) -> None:
     catalog = logs.catalog
     result = evaluate(Scripted(SESSIONS.slate_size, blanks=3), catalog, SESSIONS, CONFIG,
                       build("format"))
-    assert result["legality"] == pytest.approx(0.7)  # 7 of 10 slots hold an item
-    assert result["proxy_reward"] == pytest.approx(0.7)  # format: the share of legal slots
-    assert result["coverage"] == pytest.approx(7 / catalog.num_items)
-    assert result["diversity"] == pytest.approx(len(np.unique(catalog.category[:7, 2])))
-    assert 1 <= result["session_length"] <= 3 and 0 <= result["leave_rate"] <= 1
-    assert result["true_watch_time"] > 0 and set(result["behaviour_rates"]) >= {"click", "hate"}
+    assert result.legality == pytest.approx(0.7)  # 7 of 10 slots hold an item
+    assert result.proxy_reward == pytest.approx(0.7)  # format: the share of legal slots
+    assert result.coverage == pytest.approx(7 / catalog.num_items)
+    assert result.diversity == pytest.approx(len(np.unique(catalog.category[:7, 2])))
+    assert 1 <= result.session_length <= 3 and 0 <= result.leave_rate <= 1
+    assert result.true_watch_time > 0 and set(result.behaviour_rates) >= {"click", "hate"}
 
 
 def test_the_same_users_every_time_and_a_readable_table(logs: LoggedSessions) -> None:
     popular = PopularRecommender(np.asarray(logs.catalog.popularity), SESSIONS.slate_size)
     first = evaluate(popular, logs.catalog, SESSIONS, CONFIG)
     second = evaluate(popular, logs.catalog, SESSIONS, CONFIG)
-    assert first == second and first["legality"] == 1.0 and first["proxy_reward"] is None
+    assert first == second and first.legality == 1.0 and first.proxy_reward is None
     table = evaluation_markdown({"popular": first})
     assert "| popular |" in table and "true watch time" in table
 
@@ -82,7 +72,7 @@ def test_onerec_serves_its_top_beams_with_blanks_for_illegal_codes(
         evaluate(recommender, logs.catalog, SESSIONS, CONFIG)
     result = evaluate(OneRecRecommender(policy, SESSIONS.slate_size, 10), logs.catalog, SESSIONS,
                       EvaluationConfig(users=2, max_requests=2), build("format", codec=codec))
-    assert 0 <= result["legality"] <= 1
+    assert 0 <= result.legality <= 1
 
 
 def test_bad_settings_are_clear_errors(codec: SemanticIdCodec) -> None:

@@ -8,7 +8,6 @@ same weights, equal to one process training on both shards at once.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import pytest
 import torch
 
 from envs.logs import LoggedSessions
-from tests.conftest import REPO_ROOT
-from tests.test_pretrain import SESSIONS, random_codec, small_logs, small_policy
+from tests.conftest import torchrun_ranks
+from tests.test_pretrain import SESSIONS, random_codec, small_policy
+from trainers.checkpoint import read_checkpoint, run_record
 from trainers.grpo import GRPOConfig, GRPOTrainer
 from trainers.pretrain import CHECKPOINT_FILE
 from trainers.pretrain_data import LoggedExamples
@@ -51,28 +51,17 @@ def worker(out: Path, logs_dir: Path) -> None:
 
 @pytest.mark.heavy
 def test_two_gloo_processes_average_their_gradients(tmp_path: Path) -> None:
-    logs_dir, out = tmp_path / "logs", tmp_path / "out"
-    small_logs().save(logs_dir)
-    out.mkdir()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={WORLD_SIZE}", __file__, str(out), str(logs_dir)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True,
-                               timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
-
-    ranks = [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
-    assert [rank["world_size"] for rank in ranks] == [WORLD_SIZE] * WORLD_SIZE
-    first, second = ranks[0]["state"], ranks[1]["state"]
-    assert all(torch.equal(first[key], second[key]) for key in first)
-    assert ranks[0]["history"] == ranks[1]["history"]  # metrics are averaged over ranks
-    assert (out / CHECKPOINT_FILE).is_file() and (out / "tensorboard").is_dir()
+    logs_dir, out, ranks = torchrun_ranks(__file__, tmp_path, WORLD_SIZE, timeout=300)
+    assert ranks[0]["history"] == ranks[1]["history"]  # metrics are reduced over ranks
+    record = run_record(read_checkpoint(out / CHECKPOINT_FILE))
+    assert record.kind == "online" and record.settings["world_size"] == WORLD_SIZE
+    assert record.history == ranks[0]["history"]
 
     # The two shards together are what one process draws with twice the users and examples.
     single = _trainer(logs_dir, world_size=1)
     single.train()
     for key, value in single.policy.state_dict().items():
-        torch.testing.assert_close(first[key], value, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(ranks[0]["state"][key], value, atol=1e-4, rtol=1e-3)
 
 
 if __name__ == "__main__":

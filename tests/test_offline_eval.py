@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.beauty import EvaluationExamples, load_beauty
-from onerec_lab.commands.evaluate_offline import DEFAULT_STEPS, EvaluateOfflineArgs, split_metrics
+from onerec_lab.experiment.offline import DEFAULT_STEPS, OfflineConfig, split_metrics
 from tests.test_cli import run_cli
 from trainers.offline_eval import drop_history_items, evaluate_ranker, ranks_from_scores
 
@@ -183,12 +183,12 @@ def test_evaluate_offline_command_end_to_end(model: str, split: str, options: tu
 
 
 def test_defaults_depend_on_the_model_and_bad_values_are_errors() -> None:
-    assert EvaluateOfflineArgs(data="x", model="onerec").steps == DEFAULT_STEPS["onerec"]
-    assert EvaluateOfflineArgs(data="x", model="sasrec").steps == DEFAULT_STEPS["sasrec"]
-    assert EvaluateOfflineArgs(data="x", steps=7).steps == 7
+    assert OfflineConfig(model="onerec").steps == DEFAULT_STEPS["onerec"]
+    assert OfflineConfig(model="sasrec").steps == DEFAULT_STEPS["sasrec"]
+    assert OfflineConfig(steps=7).steps == 7
     with pytest.raises(ValueError, match="--embedding-temperature"):
-        EvaluateOfflineArgs(data="x", embedding_temperature=0.0)
+        OfflineConfig(embedding_temperature=0.0)
     with pytest.raises(ValueError, match="--dropout"):
-        EvaluateOfflineArgs(data="x", dropout=1.0)
+        OfflineConfig(dropout=1.0)
     with pytest.raises(ValueError, match="--pair-window must be >= 1"):
-        EvaluateOfflineArgs(data="x", pair_window=0)
+        OfflineConfig(pair_window=0)

@@ -20,6 +20,8 @@ from policies.codec import SemanticIdCodec
 from policies.config import config_for
 from policies.encoder import Context
 from policies.onerec import OneRecPolicy, build_policy
+from tests.test_checkpoint import as_version_1
+from trainers.checkpoint import read_checkpoint, training_metadata
 from trainers.pretrain import CHECKPOINT_FILE, PretrainConfig, load_policy, pretrain
 from trainers.pretrain_data import (
     BatchSampler,
@@ -65,16 +67,6 @@ def small_policy(
     policy = build_policy(config, seed=seed)
     policy.set_item_codes(codec.item_codes)
     return policy
-
-
-@pytest.fixture(scope="module")
-def logs() -> LoggedSessions:
-    return small_logs()
-
-
-@pytest.fixture(scope="module")
-def codec() -> SemanticIdCodec:
-    return random_codec()
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor() -> None:
@@ -212,7 +204,7 @@ class InterruptAfter:
     def __init__(self, source: LoggedExamples, after: int) -> None:
         self.source, self.after, self.served = source, after, 0
         self.num_examples, self.num_items = source.num_examples, source.num_items
-        self.complete_contexts = source.complete_contexts
+        self.complete_contexts, self.folder = source.complete_contexts, source.folder
 
     def examples(self, indices: np.ndarray) -> tuple[Context, torch.Tensor]:
         if self.served == self.after:
@@ -222,28 +214,37 @@ class InterruptAfter:
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize(("dropout", "version"), [(0.0, 2), (0.1, 2), (0.1, 1)])
 def test_resume_after_an_interruption_continues_the_same_curve(
-    logs: LoggedSessions, codec: SemanticIdCodec, tmp_path: Path, dropout: float
+    logs: LoggedSessions, codec: SemanticIdCodec, tmp_path: Path, dropout: float, version: int
 ) -> None:
+    logs_dir = tmp_path / "logs"
+    logs.save(logs_dir)
+    examples = LoggedExamples(LoggedSessions.load(logs_dir))
     config = PretrainConfig(max_steps=7, save_steps=3, logging_steps=2, **FAST)
     whole = small_policy(codec, dropout=dropout)
-    uninterrupted = pretrain(whole, LoggedExamples(logs),
+    uninterrupted = pretrain(whole, examples,
                              dataclasses.replace(config, output_dir=str(tmp_path / "whole")))
     resumed_policy = small_policy(codec, dropout=dropout)
     output_dir = str(tmp_path / "interrupted")
     with pytest.raises(Interrupted):  # killed during step 5: the checkpoint holds step 3
-        pretrain(resumed_policy, InterruptAfter(LoggedExamples(logs), after=4),
+        pretrain(resumed_policy, InterruptAfter(examples, after=4),
                  dataclasses.replace(config, output_dir=output_dir))
+    path = Path(output_dir) / CHECKPOINT_FILE
+    if version == 1:  # as the code before the shared loop wrote it
+        as_version_1(path)
+        assert read_checkpoint(path).version == 1
+    assert training_metadata(path) == {"logs": str(logs_dir)}
+    assert load_policy(path).config == whole.config
     resumed_policy = small_policy(codec, dropout=dropout)  # a fresh process
-    resumed = pretrain(resumed_policy, LoggedExamples(logs),
-                       dataclasses.replace(config, output_dir=output_dir))
+    resumed = pretrain(resumed_policy, examples, dataclasses.replace(config, output_dir=output_dir))
     assert resumed.resumed_from_step == 3 and resumed.steps == 7
     assert resumed.losses == uninterrupted.losses  # bit for bit, including steps 1-3
     expected = whole.state_dict()
     assert all(torch.equal(value, expected[key])
                for key, value in resumed_policy.state_dict().items())
     assert (tmp_path / "interrupted" / "tensorboard").is_dir()
+    assert read_checkpoint(path).version == 2  # written anew
 
 
 def test_a_checkpoint_round_trips_to_identical_outputs(

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from envs.logs import LoggedSessions
-from onerec_lab.commands.pretrain import CODEC_FILE, PretrainArgs, run
+from onerec_lab.commands.pretrain import PretrainArgs, run
+from onerec_lab.experiment.layout import CODEC_FILE
+from onerec_lab.experiment.pretraining import CodecSettings
 from policies.codec import SemanticIdCodec
 from tests.conftest import REPO_ROOT
 from tests.test_pretrain import random_codec, small_logs
-from trainers.pretrain import CHECKPOINT_FILE, load_policy
+from trainers.pretrain import CHECKPOINT_FILE, PretrainConfig, load_policy
 
 TINY_BUDGET = ["--batch-size", "8", "--codebook", "8", "--embedding-steps", "10",
                "--warmup-steps", "2", "--logging-steps", "2"]
@@ -53,9 +55,10 @@ def test_the_command_builds_a_codec_trains_and_resumes(logs_dir: Path, tmp_path:
     assert policy.config.num_creators > 0 and policy.config.positive_length == 24
     assert (policy.encoder.items.item_creator > 0).any()  # side features from the catalog
 
-    more = run(PretrainArgs(out=str(out), logs=str(logs_dir), steps=6, json=True,
-                            batch_size=8, codebook=8, embedding_steps=10, warmup_steps=2,
-                            logging_steps=2))
+    more = run(PretrainArgs(out=str(out), logs=str(logs_dir), json=True,
+                            codec=CodecSettings(codebook=8, embedding_steps=10),
+                            training=PretrainConfig(max_steps=6, per_device_train_batch_size=8,
+                                                    warmup_steps=2, logging_steps=2)))
     assert more["resumed_from_step"] == 4 and more["steps"] == 6
     assert not more["codec_built"] and more["codec"] == str(out / CODEC_FILE)
     assert more["initial_loss"] == result["initial_loss"]
@@ -66,8 +69,10 @@ def test_beauty_histories_pre_train_through_the_same_trainer(tmp_path: Path) -> 
     lines = [" ".join(map(str, [user, *rng.integers(1, 60, size=6)])) for user in range(40)]
     data = tmp_path / "Beauty.txt"
     data.write_text("\n".join(lines) + "\n")
-    result = run(PretrainArgs(out=str(tmp_path / "run"), data=str(data), steps=3, json=True,
-                              batch_size=8, codebook=4, embedding_steps=10))
+    result = run(PretrainArgs(out=str(tmp_path / "run"), data=str(data), json=True,
+                              codec=CodecSettings(codebook=4, embedding_steps=10),
+                              training=PretrainConfig(max_steps=3,
+                                                      per_device_train_batch_size=8)))
     assert result["steps"] == 3 and result["codec_built"]
     assert result["examples"] == 40 * 3  # 4 training items per user: 3 (history, next) pairs
 
@@ -88,11 +93,15 @@ def test_logs_without_high_quality_exposures_are_a_clear_error(
 def test_bad_arguments_and_a_foreign_codec_are_clear_errors(logs_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one of --logs"):
         PretrainArgs(out="x")
-    with pytest.raises(ValueError, match="--batch-size must be >= 1"):
-        PretrainArgs(out="x", logs="y", batch_size=0)
+    with pytest.raises(ValueError, match="per_device_train_batch_size must be >= 1"):
+        PretrainArgs(out="x", logs="y",
+                     training=PretrainConfig(per_device_train_batch_size=0))
+    zero = _cli("--logs", str(logs_dir), "--out", str(tmp_path / "run"), "--batch-size", "0")
+    assert zero.returncode == 2 and "per_device_train_batch_size must be >= 1" in zero.stderr
     foreign = tmp_path / "foreign.safetensors"
     random_codec(num_items=50).save(foreign)
     with pytest.raises(ValueError, match=rf"codec {foreign} covers 50 items but the data has 400"):
-        run(PretrainArgs(out=str(tmp_path / "run"), logs=str(logs_dir), codec=str(foreign)))
+        run(PretrainArgs(out=str(tmp_path / "run"), logs=str(logs_dir),
+                         codec=CodecSettings(codec=str(foreign))))
     completed = _cli("--logs", str(logs_dir), "--out", str(tmp_path / "run"), "--preset", "huge")
     assert completed.returncode == 2 and "unknown preset 'huge'" in completed.stderr

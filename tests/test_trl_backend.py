@@ -12,7 +12,6 @@ import torch
 from envs.logs import LoggedSessions
 from policies.codec import SemanticIdCodec
 from rewards import PScoreConfig, PScoreModel, SemanticIdVocabulary
-from tests.test_pretrain import random_codec, small_logs
 from trainers.trl_backend import (
     SPECIAL_TOKENS,
     TRLBackendConfig,
@@ -22,16 +21,6 @@ from trainers.trl_backend import (
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def logs() -> LoggedSessions:
-    return small_logs()
-
-
-@pytest.fixture(scope="module")
-def codec() -> SemanticIdCodec:
-    return random_codec()
 
 
 def test_the_tokenizer_is_the_semantic_id_vocabulary(codec: SemanticIdCodec) -> None:

@@ -59,6 +59,28 @@ class EvaluationConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A policy's figures in the simulator (module docstring), per session or per slate."""
+
+    users: int  # sessions evaluated
+    true_watch_time: float  # seconds watched per session (the oracle)
+    true_watch_time_sem: float  # its standard error over sessions
+    true_engagement: float  # envs.response's true engagement per session
+    session_length: float  # requests per session
+    leave_rate: float  # share of sessions the user ended
+    behaviour_rates: dict[str, float]  # each behaviour per impression
+    proxy_reward: float | None  # the proxy reward's mean over served slates (None: no proxy)
+    legality: float  # share of served slots that hold an item
+    diversity: float  # distinct leaf categories per slate
+    coverage: float  # share of the catalog shown at least once
+    shown_duration_s: float  # mean duration of the shown items
+    config: dict[str, Any]  # the EvaluationConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class OneRecRecommender(SlateRecommender):
     """OneRec as a `Recommender`: beam search K candidates, serve the best S (illegal = blank)."""
 
@@ -99,7 +121,7 @@ def _subset(observation: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str
 
 
 def evaluate(recommender: Recommender, catalog: Catalog, session_config: SessionConfig,
-             config: EvaluationConfig, proxy_reward: RewardModel | None = None) -> dict[str, Any]:
+             config: EvaluationConfig, proxy_reward: RewardModel | None = None) -> Evaluation:
     """Run `config.users` sessions of `recommender` in the simulator; the figures above."""
     slate_size = session_config.slate_size
     if recommender.slate_size != slate_size:
@@ -152,23 +174,23 @@ def evaluate(recommender: Recommender, catalog: Catalog, session_config: Session
             active &= ~(terminated | truncated)
         env.close()
     impressions = max(counts["impressions"], 1)
-    return {
-        "users": config.users,
-        "true_watch_time": float(totals["watch"].mean()),
-        "true_watch_time_sem": float(totals["watch"].std(ddof=1) / np.sqrt(config.users))
+    return Evaluation(
+        users=config.users,
+        true_watch_time=float(totals["watch"].mean()),
+        true_watch_time_sem=float(totals["watch"].std(ddof=1) / np.sqrt(config.users))
         if config.users > 1 else 0.0,
-        "true_engagement": float(totals["engagement"].mean()),
-        "session_length": float(totals["requests"].mean()),
-        "leave_rate": float(totals["left"].mean()),
-        "behaviour_rates": {name: float(value / impressions)
-                            for name, value in zip(BEHAVIOURS, behaviours, strict=True)},
-        "proxy_reward": None if proxy_reward is None else counts["proxy"] / counts["slates"],
-        "legality": counts["filled"] / counts["slots"],
-        "diversity": counts["categories"] / counts["slates"],
-        "coverage": float(shown_items.mean()),
-        "shown_duration_s": counts["duration"] / impressions,
-        "config": asdict(config),
-    }
+        true_engagement=float(totals["engagement"].mean()),
+        session_length=float(totals["requests"].mean()),
+        leave_rate=float(totals["left"].mean()),
+        behaviour_rates={name: float(value / impressions)
+                         for name, value in zip(BEHAVIOURS, behaviours, strict=True)},
+        proxy_reward=None if proxy_reward is None else counts["proxy"] / counts["slates"],
+        legality=counts["filled"] / counts["slots"],
+        diversity=counts["categories"] / counts["slates"],
+        coverage=float(shown_items.mean()),
+        shown_duration_s=counts["duration"] / impressions,
+        config=asdict(config),
+    )
 
 
 EVALUATION_COLUMNS = (
@@ -184,7 +206,7 @@ EVALUATION_COLUMNS = (
 )
 
 
-def evaluation_markdown(evaluations: Mapping[str, Mapping[str, Any]]) -> str:
+def evaluation_markdown(evaluations: Mapping[str, Evaluation]) -> str:
     """A markdown table: one row per evaluated policy, the headline figures as columns,
     then the behaviour rates per impression."""
     def cell(value: Any) -> str:
@@ -193,12 +215,12 @@ def evaluation_markdown(evaluations: Mapping[str, Mapping[str, Any]]) -> str:
     header = "| policy | " + " | ".join(title for _, title in EVALUATION_COLUMNS) + " |"
     lines = [header, "|---" * (len(EVALUATION_COLUMNS) + 1) + "|"]
     for name, result in evaluations.items():
-        figures = [cell(result[key]) for key, _ in EVALUATION_COLUMNS]
-        figures[0] += f" ± {result['true_watch_time_sem']:.2g}"
+        figures = [cell(getattr(result, key)) for key, _ in EVALUATION_COLUMNS]
+        figures[0] += f" ± {result.true_watch_time_sem:.2g}"
         lines.append(f"| {name} | " + " | ".join(figures) + " |")
     lines += ["", "| policy | " + " | ".join(BEHAVIOURS) + " |",
               "|---" * (len(BEHAVIOURS) + 1) + "|"]
     for name, result in evaluations.items():
-        rates = result["behaviour_rates"]
+        rates = result.behaviour_rates
         lines.append(f"| {name} | " + " | ".join(f"{rates[b]:.4f}" for b in BEHAVIOURS) + " |")
     return "\n".join(lines) + "\n"

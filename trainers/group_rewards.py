@@ -7,13 +7,15 @@ trainer sees every term's value and weight, as TRL sees one column per reward fu
 (`reward_weights` replaces the spec's weights, in spec order, as TRL's does).
 
 "No opinion" is explicit (STYLE.md; TRL's `None`): a reward that scores items has none on an
-illegal code, which names no item; only the format reward judges codes. A sample no term has
-an opinion on is unscorable (`scorable` False); otherwise its total is the weighted sum over
+illegal code, which names no item; only a reward that declares `judges_codes` (the format
+reward, or one registered with `judges_codes=True`) judges codes. A sample no term has an
+opinion on is unscorable (`scorable` False); otherwise its total is the weighted sum over
 the terms that have one (TRL's `nansum`). A NaN or infinite value from a reward is an error.
 
 The oracle term reads the TRUE feedback: the simulator's expected outcome of the item for the
 user (`SimulatedUsers.expected_feedback`), so "oracle" is a noiseless reward and the same
-numbers give every run's true-outcome curve.
+numbers give every run's true-outcome curve. Terms that do not declare the truth never see it
+(the built rewards withhold it).
 
 Letters used in shape comments: B users, G samples per user, L levels, F feedback fields.
 """
@@ -28,12 +30,10 @@ import torch
 from torch import Tensor
 
 from envs.spec import BLANK, feedback_index
-from rewards import RewardInput, build, parse_spec
+from rewards import RewardInput, RewardModel, build, parse_spec
 from rewards.oracle import item_engagement
 
-# Rewards that judge the generated codes themselves, and so have an opinion on an illegal one.
-JUDGES_CODES = frozenset({"format"})
-FORMAT = "format"
+FORMAT = "format"  # the format reward, which GRPO treats by the report's format rule
 
 
 class ScoreTerm(NamedTuple):
@@ -42,7 +42,7 @@ class ScoreTerm(NamedTuple):
     name: str  # the term's canonical spec text, e.g. "pscore", "oracle(field='like')"
     reward_name: str  # the registered reward it calls, e.g. "pscore"
     weight: float
-    reward: Any  # a rewards.RewardModel
+    reward: Any  # what rewards.build returns: a RewardModel with its declarations
 
 
 class GroupRewards(NamedTuple):
@@ -59,26 +59,32 @@ class GroupRewards(NamedTuple):
 class GroupScorer:
     """Score (context, G items per user) with the terms of a reward spec."""
 
-    def __init__(self, spec: str, resources: Mapping[str, Any],
+    def __init__(self, spec: str | RewardModel, resources: Mapping[str, Any],
                  reward_weights: tuple[float, ...] | None = None) -> None:
-        """`resources` are what `rewards.build` passes to factories (pscore_model, codec,
-        catalog); `reward_weights` replace the spec's term weights, in spec order."""
-        calls = parse_spec(spec).terms
+        """`spec` is a reward spec, each of its top-level terms built with `resources` (what
+        `rewards.build` passes to factories: pscore_model, codec, catalog), or a built reward
+        object (one term, weight 1); `reward_weights` replace the terms' weights, in order."""
+        if isinstance(spec, str):
+            calls = [(weight, call.text, call.name) for weight, call in parse_spec(spec).terms]
+        else:
+            calls = [(1.0, spec.name, spec.name)]
         if reward_weights is not None and len(reward_weights) != len(calls):
             raise ValueError(
-                f"reward_weights has {len(reward_weights)} values but the spec {spec!r} has "
-                f"{len(calls)} terms ({', '.join(call.text for _, call in calls)}); give one "
-                "weight per term, in spec order"
+                f"reward_weights has {len(reward_weights)} values but the reward "
+                f"{getattr(spec, 'name', spec)!r} has {len(calls)} terms "
+                f"({', '.join(text for _, text, _ in calls)}); give one weight per term, in order"
             )
-        weights = [weight for weight, _ in calls] if reward_weights is None else reward_weights
-        self.spec = spec
-        self.terms = [ScoreTerm(call.text, call.name, float(weight), build(call.text, **resources))
-                      for weight, (_, call) in zip(weights, calls, strict=True)]
+        weights = [weight for weight, _, _ in calls] if reward_weights is None else reward_weights
+        self.spec = spec if isinstance(spec, str) else spec.name
+        self.terms = [ScoreTerm(text, name, float(weight),
+                                build(text, **resources) if isinstance(spec, str) else spec)
+                      for weight, (_, text, name) in zip(weights, calls, strict=True)]
         self.codec = resources.get("codec")
 
     @property
     def needs_true_feedback(self) -> bool:
-        return any("feedback" in term.reward.requires for term in self.terms)
+        """Whether a term reads the simulator's truth (the oracle)."""
+        return any(term.reward.reads_truth for term in self.terms)
 
     @property
     def format_weight(self) -> float:
@@ -116,7 +122,7 @@ class GroupScorer:
                     f"reward {term.name!r} returned NaN or infinite values; a reward must "
                     "return finite numbers (fix the reward)"
                 )
-            opinion = torch.ones_like(legal) if term.reward_name in JUDGES_CODES else legal
+            opinion = torch.ones_like(legal) if term.reward.judges_codes else legal
             values[term.name] = torch.where(opinion, value, torch.nan)
             total += torch.where(opinion, term.weight * value, 0.0)
             scorable |= opinion

@@ -1,4 +1,4 @@
-"""The loop the online alignment methods share: users -> group -> rewards -> loss -> step.
+"""The step the online alignment methods share: users -> group -> rewards -> loss -> update.
 
 One step of GRPO, ECPO, RSFT or DPO (`trainers.grpo`, `trainers.rsft`, `trainers.dpo`):
 
@@ -14,14 +14,15 @@ One step of GRPO, ECPO, RSFT or DPO (`trainers.grpo`, `trainers.rsft`, `trainers
    on high-quality logged exposures (OneRec co-trains instead of a KL term), each followed by
    `update_routing_balance()`.
 
-Logging (rank 0, with `output_dir`): TensorBoard under `output_dir/tensorboard`: `losses/*`,
-`rewards/proxy` and `rewards/<term>`, `charts/true_watch_time`, `charts/true_engagement`,
-`charts/legality`, `charts/grad_norm`, `charts/learning_rate` and the method's own charts
-(`charts/clip_fraction`, ...), each the mean over the steps since the previous write (a
-step's own figure is the mean over its updates, the largest for `*_max` charts), and the
+The loop around the steps is `trainers.loop`'s, shared with pre-training: TensorBoard
+(rank 0, with `output_dir`, under `output_dir/tensorboard`): `losses/*`, `rewards/proxy` and
+`rewards/<term>`, `charts/true_watch_time`, `charts/true_engagement`, `charts/legality`,
+`charts/grad_norm`, `charts/learning_rate` and the method's own charts (`charts/clip_fraction`,
+...); a step's figure is the mean over its updates and ranks, the largest for `*_max` charts,
+and each point the mean (the largest) over the steps since the previous write; the
 hyper-parameters as text at the start. Checkpoints (`output_dir/checkpoint.pt`, every
 `save_steps` and at the end) hold the model (with its config, so `load_policy` reads them),
-AdamW, the schedule, the next-token sampler, the frozen reference and every step's metrics;
+AdamW, the schedule, every step's metrics, the next-token sampler and the frozen reference;
 users and rollout draws are functions of (seed, step, rank), so a resumed run continues the
 same curve.
 
@@ -37,43 +38,31 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from envs.catalog import Catalog
 from envs.simulator import SessionConfig
 from policies.encoder import Context
 from policies.onerec import OneRecPolicy
-from trainers.checkpoint import (
-    config_differences,
-    read_checkpoint,
-    restore_checkpoint,
-    save_checkpoint,
-)
+from rewards import RewardModel
 from trainers.group_rewards import GroupRewards, GroupScorer
-from trainers.pretrain import (
-    CHECKPOINT_FILE,
-    TENSORBOARD_DIR,
-    build_optimizer,
-    config_json,
-    process_group,
-    training_device,
+from trainers.loop import (
+    Metrics,
+    TrainingLoop,
+    TrainingResult,
+    TrainingTask,
+    reduce_records,
+    run_training,
 )
 from trainers.pretrain_data import BatchSampler, ExampleSource
 from trainers.rollout import Rollout, RolloutConfig, RolloutMethod, SimulatedUsers, generate_group
-from trainers.schedule import warmup_cosine_schedule
 
 Reference = Literal["current", "pretrained"]
 # Settings that only say how a run is watched or where it runs: a resumed run may change them.
@@ -107,7 +96,7 @@ class OnlineConfig:
     seed: int = 0  # seeds the users, the rollout draws and the next-token batches
     output_dir: str | None = None  # checkpoint + TensorBoard folder, resumed from; None = no files
     device: str | None = None  # None: cuda:LOCAL_RANK when CUDA is available, else cpu
-    progress: bool = True  # a progress bar on rank 0 when stderr is a terminal
+    progress: bool = True  # progress on rank 0: a bar on a terminal, else plain lines on stderr
 
     def __post_init__(self) -> None:
         if self.reward_weights is not None:
@@ -142,16 +131,8 @@ class RolloutBatch(NamedTuple):
     generator: torch.Generator  # this step's draws (format selection, ...)
 
 
-@dataclass
-class OnlineResult:
-    """What an online run reports."""
-
-    history: list[dict[str, float]]  # every step's metrics from step 1 (TensorBoard's scalars)
-    steps: int  # steps done in total
-    resumed_from_step: int  # the checkpoint's step this run started from (0: a fresh run)
-    train_seconds: float  # wall time of this run's steps
-    world_size: int  # data-parallel processes
-    checkpoint: str | None  # path of the last checkpoint written (None without output_dir)
+# What an online run reports: the loop's result (history, steps, resumed_from_step, ...).
+OnlineResult = TrainingResult
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -176,15 +157,17 @@ def reward_metrics(rewards: GroupRewards) -> dict[str, float]:
     return metrics
 
 
-class OnlineTrainer(ABC):
-    """The shared loop; a method says what it keeps of a rollout and what loss it takes."""
+class OnlineTrainer(TrainingTask):
+    """The online step (users -> group -> rewards -> updates) as a task of the shared loop
+    (`trainers.loop`); a method says what it keeps of a rollout and what loss it takes."""
 
+    kind = "online"
     method: str  # the method's name, recorded in checkpoints
 
     def __init__(
         self,
         policy: OneRecPolicy,
-        reward: str,
+        reward: str | RewardModel,
         resources: Mapping[str, Any],
         catalog: Catalog,
         session_config: SessionConfig,
@@ -192,10 +175,10 @@ class OnlineTrainer(ABC):
         ntp_data: ExampleSource | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """`reward` is a spec (`rewards.build`), `resources` what its factories need
-        (pscore_model, codec, catalog); `catalog` and `session_config` make the simulated
-        users; `ntp_data` the logged exposures of the next-token loss; `metadata` is stored
-        in checkpoints as is (e.g. the logs folder)."""
+        """`reward` is a spec (`rewards.build`) or a built reward, `resources` what a spec's
+        factories need (pscore_model, codec, catalog); `catalog` and `session_config` make the
+        simulated users; `ntp_data` the logged exposures of the next-token loss; `metadata` is
+        stored in checkpoints as is (e.g. the logs folder)."""
         if policy.config.dropout > 0:
             raise ValueError(
                 f"the policy has dropout {policy.config.dropout}; RL needs exact log-probs "
@@ -209,13 +192,15 @@ class OnlineTrainer(ABC):
                 "next-token loss; pass ntp_data (LoggedExamples) or set ntp_weight=0"
             )
         self.policy, self.config, self.ntp_data = policy, config, ntp_data
-        self.reward = reward
         self.scorer = GroupScorer(reward, {"codec": policy.codec, **resources},
                                   config.reward_weights)
+        self.reward = self.scorer.spec  # the spec, or a reward object's name (checkpoints)
         self.catalog, self.session_config = catalog, session_config
         self.metadata = dict(metadata or {})
         self.device = torch.device("cpu")
         self.reference: OneRecPolicy | None = None
+        self.sampler: BatchSampler | None = None  # the next-token batches of a run
+        self.users: SimulatedUsers | None = None  # the simulated users of a run
 
     @abstractmethod
     def prepare(self, batch: RolloutBatch) -> Any:
@@ -225,118 +210,61 @@ class OnlineTrainer(ABC):
     def loss(self, batch: RolloutBatch, prepared: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """The method's loss and its charts, once per optimisation iteration."""
 
-    def settings(self, world_size: int) -> dict[str, Any]:
-        """What a resumed run must share with the checkpoint."""
-        fields = {key: value for key, value in dataclasses.asdict(self.config).items()
-                  if key not in RUN_SETTINGS}
-        return json.loads(json.dumps({**fields, "method": self.method, "reward": self.reward,
-                                      "world_size": world_size}))
+    @property
+    def label(self) -> str:
+        return self.method
 
     def train(self) -> OnlineResult:
         """Train the policy in place (moved to the training device); resumes from
         `config.output_dir` when it holds a checkpoint."""
-        self.device = training_device(self.config)
-        with process_group("nccl" if self.device.type == "cuda" else "gloo") as (rank, world):
-            return self._train(rank, world)
+        return run_training(self.policy, self.config, self,
+                            min_lr_rate=1.0)  # the learning rate is constant after the warm-up
 
-    def _train(self, rank: int, world_size: int) -> OnlineResult:
-        config, policy, device = self.config, self.policy, self.device
-        policy.to(device).train()
-        optimizer = build_optimizer(policy, config.learning_rate, config.weight_decay)
-        scheduler = warmup_cosine_schedule(optimizer, config.warmup_steps, config.max_steps,
-                                           min_lr_rate=1.0)  # constant after the warm-up
-        sampler = None if self.ntp_data is None else BatchSampler(
+    def start(self, loop: TrainingLoop) -> None:
+        config, policy = self.config, self.policy
+        self.device = loop.device
+        self.sampler = None if self.ntp_data is None else BatchSampler(
             self.ntp_data, policy.item_codes, config.ntp_batch_size,
-            torch.Generator().manual_seed(config.seed), rank, world_size)
+            torch.Generator().manual_seed(config.seed), loop.rank, loop.world_size)
         if config.reference == "pretrained":
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
-        settings = self.settings(world_size)
-        path = Path(config.output_dir) / CHECKPOINT_FILE if config.output_dir else None
-        history: list[dict[str, float]] = []
-        start_step = 0
-        if path is not None and path.exists():
-            checkpoint = read_checkpoint(path)
-            self._check_resumable(checkpoint.extra, path, settings)
-            restore_checkpoint(checkpoint, policy, optimizer, scheduler)
-            if sampler is not None:
-                sampler.load_state_dict(checkpoint.extra["ntp_sampler"])
-            if self.reference is not None:
-                self.reference.load_state_dict(checkpoint.extra["reference"])
-            history = list(checkpoint.extra["history"])
-            start_step = checkpoint.step
-        users = SimulatedUsers(self.catalog, self.session_config, config.users_per_step,
-                               config.seed, rank, world_size)
-        writes = rank == 0 and path is not None
-        closing = ExitStack()
-        closing.callback(users.close)
-        console = Console(stderr=True)
-        progress = closing.enter_context(Progress(
-            TextColumn(self.method), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"), console=console,
-            disable=not (config.progress and rank == 0 and console.is_terminal)))
-        task = progress.add_task(self.method, total=config.max_steps, completed=start_step,
-                                 status="")
-        writer = None
-        if writes:
-            from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: only when used
+        self.users = SimulatedUsers(self.catalog, self.session_config, config.users_per_step,
+                                    config.seed, loop.rank, loop.world_size)
+        loop.cleanup.callback(self.users.close)
 
-            writer = closing.enter_context(SummaryWriter(
-                str(Path(config.output_dir) / TENSORBOARD_DIR),
-                purge_step=start_step + 1 if start_step else None))
-            writer.add_text("hyperparameters", _table({**settings, **self.metadata}), start_step)
-        started = time.perf_counter()
-        with closing:
-            for step in range(start_step + 1, config.max_steps + 1):
-                metrics = self._step(step, users, optimizer, scheduler, sampler, rank, world_size)
-                history.append(metrics)
-                progress.update(task, advance=1, status=(
-                    f"proxy {metrics['rewards/proxy']:.4f}  true watch "
-                    f"{metrics['charts/true_watch_time']:.2f} s"))
-                last = step == config.max_steps
-                if writer is not None and (step % config.logging_steps == 0 or last):
-                    since = step - (step - 1) // config.logging_steps * config.logging_steps
-                    window = history[-since:]  # the steps since the previous write
-                    for name in metrics:
-                        writer.add_scalar(name, float(np.nanmean([m[name] for m in window])),
-                                          step)
-                if writes and (step % config.save_steps == 0 or last):
-                    save_checkpoint(path, policy, optimizer, scheduler, step, {
-                        "model_config": json.dumps(config_json(policy.config)),
-                        "settings": settings,
-                        "ntp_sampler": {} if sampler is None else sampler.state_dict(),
-                        "reference": None if self.reference is None
-                        else self.reference.state_dict(),
-                        "history": history,
-                        **self.metadata,
-                    })
-        return OnlineResult(history, max(start_step, config.max_steps), start_step,
-                            time.perf_counter() - started, world_size,
-                            None if path is None else str(path))
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the checkpoint."""
+        fields = {key: value for key, value in dataclasses.asdict(self.config).items()
+                  if key not in RUN_SETTINGS}
+        return json.loads(json.dumps({**fields, "method": self.method, "reward": self.reward}))
 
-    def _check_resumable(self, extra: dict[str, Any], path: Path,
-                         settings: dict[str, Any]) -> None:
-        if "settings" not in extra or "history" not in extra:
-            raise ValueError(
-                f"{path} is not a checkpoint of an online alignment run; pass another output "
-                "folder (the policy to start from goes to --policy)"
-            )
-        differences = config_differences(extra["settings"], settings)
-        model = config_differences(json.loads(extra["model_config"]),
-                                   config_json(self.policy.config))
-        if differences or model:
-            raise ValueError(
-                f"{path} was trained with other settings ({'; '.join((differences + model)[:4])});"
-                " resume with the same ones (only max_steps may change), or pass another "
-                "output folder"
-            )
+    def hyperparameters(self) -> Mapping[str, Any]:
+        return {**self.settings(), **self.run_metadata()}
 
-    def _step(self, step: int, users: SimulatedUsers, optimizer: torch.optim.Optimizer,
-              scheduler: Any, sampler: BatchSampler | None, rank: int,
-              world_size: int) -> dict[str, float]:
-        config, policy, device = self.config, self.policy, self.device
+    def run_metadata(self) -> dict[str, Any]:
+        return {"logs": getattr(self.ntp_data, "folder", None), "method": self.method,
+                "reward": self.reward, **self.metadata}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"sampler": {} if self.sampler is None else self.sampler.state_dict(),
+                "reference": None if self.reference is None else self.reference.state_dict()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
+
+    def progress_text(self, record: Mapping[str, float], window: Mapping[str, float]) -> str:
+        return (f"proxy {record['rewards/proxy']:.4f}, true watch "
+                f"{record['charts/true_watch_time']:.2f} s")
+
+    def step(self, step: int, loop: TrainingLoop) -> Metrics:
+        """One rollout and `num_iterations` updates on it (module docstring)."""
+        config, policy, device, users = self.config, self.policy, self.device, self.users
         observation = users.observe(step)
         context = Context.from_observation(observation, device)
-        generator = step_generator(config.seed, step, rank, device)
+        generator = step_generator(config.seed, step, loop.rank, device)
         rollout = generate_group(policy, context, config.rollout_config(), generator)
         rewards = self.scorer(observation, rollout.codes, rollout.items,
                               users.expected_feedback(rollout.items))
@@ -346,56 +274,19 @@ class OnlineTrainer(ABC):
                 old_log_probs = self.reference.log_prob(context, rollout.codes)
         batch = RolloutBatch(context, rollout, old_log_probs.detach(), rewards, generator)
         prepared = self.prepare(batch)
-        iterations: list[dict[str, float]] = []  # each update's losses and charts
+        updates: list[dict[str, float]] = []  # each update's losses and charts
         for _ in range(config.num_iterations):
             method_loss, charts = self.loss(batch, prepared)
             loss = method_loss
-            if sampler is not None and config.ntp_weight > 0:
-                examples = sampler.next_batch()
+            if self.sampler is not None and config.ntp_weight > 0:
+                examples = self.sampler.next_batch()
                 ntp = policy.ntp_loss(examples.context.to(device),
                                       examples.target_codes.to(device)).loss
                 loss = loss + config.ntp_weight * ntp
                 charts["losses/ntp"] = ntp.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world_size > 1:
-                _average_gradients(policy, world_size)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                policy.parameters(), config.max_grad_norm or float("inf"))
-            optimizer.step()
-            scheduler.step()
-            if world_size > 1:
-                for layer in policy.moe_layers():
-                    dist.all_reduce(layer.pending_counts)
-            policy.update_routing_balance()
-            iterations.append({"losses/total": float(loss.detach()),
-                               "charts/grad_norm": float(grad_norm),
-                               **{name: float(value) for name, value in charts.items()}})
-        # Over a step's updates: the largest of a `*_max` chart, the mean of anything else.
-        metrics = {**reward_metrics(rewards),
-                   **{name: (max if name.endswith("_max") else np.mean)(
-                       [update[name] for update in iterations]) for name in iterations[0]},
-                   "charts/learning_rate": scheduler.get_last_lr()[0]}
-        metrics = {name: float(value) for name, value in metrics.items()}
-        if world_size > 1:
-            names = sorted(metrics)
-            values = torch.tensor([metrics[name] for name in names], dtype=torch.float64,
-                                  device=device)
-            dist.all_reduce(values)
-            metrics = dict(zip(names, (values / world_size).tolist(), strict=True))
-        return metrics
-
-
-def _average_gradients(policy: OneRecPolicy, world_size: int) -> None:
-    """All-reduce every gradient to the mean over ranks (a missing one counts as zeros)."""
-    for parameter in policy.parameters():
-        if parameter.requires_grad:
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-            dist.all_reduce(parameter.grad)
-            parameter.grad /= world_size
-
-
-def _table(settings: Mapping[str, Any]) -> str:
-    rows = [f"| {name} | {value} |" for name, value in settings.items()]
-    return "\n".join(["| setting | value |", "|---|---|", *rows])
+            update = loop.update(loss)
+            updates.append({"losses/total": float(loss.detach()),
+                            "charts/grad_norm": float(update.grad_norm),
+                            **{name: float(value) for name, value in charts.items()}})
+        # Over a step's updates: the mean, the largest of a `*_max` chart.
+        return {**reward_metrics(rewards), **reduce_records(updates)}

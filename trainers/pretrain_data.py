@@ -24,6 +24,7 @@ F feedback fields, P examples, T history length, N catalog items.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -267,3 +268,20 @@ def positive_sequences(logs: LoggedSessions, quality_filter: QualityFilter) -> l
         warm = starts[session][starts[session] != BLANK]
         sequences.append(np.concatenate([warm, logs.slates[rows][passed[rows]]]))
     return sequences
+
+
+def next_item_examples(
+    sequences: Sequence[np.ndarray], max_history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (history, next item) pair of the sequences, histories cut to the last
+    `max_history` items and left-padded: (P, max_history) int64 and (P,) int64."""
+    histories, targets = [], []
+    for sequence in sequences:
+        for position in range(1, len(sequence)):
+            history = sequence[max(0, position - max_history):position]
+            histories.append(np.pad(history, (max_history - len(history), 0), constant_values=-1))
+            targets.append(sequence[position])
+    if not targets:
+        raise ValueError("the training sequences hold no (history, next item) pair; every "
+                         "user needs at least two training items")
+    return np.stack(histories).astype(np.int64), np.asarray(targets, dtype=np.int64)

@@ -5,9 +5,9 @@ Two variants:
 - online (`RSFTTrainer`): for each user the policy proposes G items (beam or sampling), the
   reward spec scores them, the top `keep_fraction` of each group's scorable samples is kept
   and the policy fine-tunes on those by next-token loss (with the shared co-training);
-- logged (`top_sessions`, `rsft_examples`): the report's recipe: drop the bottom 50% of
-  logged sessions by play duration (total watch time) and pre-train further on the
-  high-quality exposures of the rest (`trainers.pretrain.pretrain` on these examples).
+- logged (`LoggedRSFTTrainer`, `top_sessions`, `rsft_examples`): the report's recipe: drop
+  the bottom 50% of logged sessions by play duration (total watch time) and pre-train further
+  on the high-quality exposures of the rest (the pre-training task on these examples).
 
 Letters used in shape comments: B users, G samples per user, L levels.
 """
@@ -15,15 +15,19 @@ Letters used in shape comments: B users, G samples per user, L levels.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from envs.logs import LoggedSessions
+from trainers.loop import TrainingResult, run_training
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
-from trainers.pretrain_data import LoggedExamples, QualityFilter
+from trainers.pretrain import NextTokenTask, PretrainConfig
+from trainers.pretrain_data import ExampleSource, LoggedExamples, QualityFilter
 
 
 @dataclass
@@ -85,3 +89,44 @@ def rsft_examples(logs: LoggedSessions, keep_fraction: float = 0.5,
     """The report's RSFT data: high-quality exposures of the top sessions by play duration."""
     return LoggedExamples(logs, quality_filter, source="the kept logged sessions",
                           sessions=top_sessions(logs, keep_fraction))
+
+
+@dataclass
+class LoggedRSFTConfig(PretrainConfig):
+    """The logged RSFT's settings: pre-training's, with fine-tuning defaults."""
+
+    learning_rate: float = 1e-4  # AdamW peak step: a fine-tune moves less than pre-training
+    max_steps: int = 50  # optimizer steps on the kept sessions' exposures
+    warmup_steps: int = 0  # the policy is trained already: no warm-up
+    keep_fraction: float = 0.5  # share of logged sessions kept, longest play first (the report: 50%)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.keep_fraction <= 1:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+
+
+class LoggedRSFTTrainer(NextTokenTask):
+    """The report's RSFT: next-token training on the logged sessions with the longest play,
+    no rollouts and no reward model (an alignment method with the online trainers' signature;
+    `reward`, `resources`, `catalog` and `session_config` are not used)."""
+
+    def __init__(self, policy: Any, reward: Any, resources: Mapping[str, Any], catalog: Any,
+                 session_config: Any, config: LoggedRSFTConfig,
+                 ntp_data: ExampleSource | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(ntp_data, LoggedExamples):
+            raise ValueError("the logged RSFT selects logged sessions: give it the logs' "
+                             "exposures (LoggedExamples) as ntp_data")
+        super().__init__(rsft_examples(ntp_data.logs, config.keep_fraction), config)
+        self.policy, self.metadata = policy, dict(metadata or {})
+        self.reward = "play duration of the logged sessions"
+        self.logs_folder = ntp_data.folder
+
+    def run_metadata(self) -> dict[str, Any]:
+        return {"logs": self.logs_folder, "reward": self.reward, **self.metadata}
+
+    def train(self) -> TrainingResult:
+        """Train the policy in place; resumes from `config.output_dir` when it holds a
+        checkpoint."""
+        return run_training(self.policy, self.config, self, min_lr_rate=self.config.min_lr_rate)

@@ -3,44 +3,32 @@
     world -> semantic IDs -> logged sessions from the cascade -> pre-train -> fit P-score
           -> RSFT and ECPO -> evaluate every policy with the simulator's TRUE outcome
 
-Each stage is one of the lab's commands run in-process, timed, under a progress display.
-Everything lands in `--out`: the catalog, codec and logs (`logs/`), the cascade, every
-checkpoint with its TensorBoard run, PNG plots, `report.md` and `report.json`. The final
-table compares random, popular, cascade, pre-trained, RSFT and ECPO policies on the same
-simulated users.
+The pipeline is the experiment layer's (`onerec_lab.experiment`): the world's stages and the
+two alignment runs are cached in `--out` under fingerprints of their settings and inputs, so
+a rerun reuses what did not change and rebuilds, saying why, what did. Everything lands in
+`--out`: the world (`logs/`, `cascade.pt`, `pretrained/`), each alignment run with its
+TensorBoard curves, PNG plots, `report.md` and `report.json`. The final table compares
+random, popular, cascade, pre-trained, RSFT and ECPO policies on the same simulated users.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from envs.catalog import CatalogConfig, generate_synthetic_catalog
-from onerec_lab.commands.align import AlignArgs
-from onerec_lab.commands.align import run as run_align
-from onerec_lab.commands.evaluate import EvaluateArgs
-from onerec_lab.commands.evaluate import run as run_evaluate
-from onerec_lab.commands.pretrain import PretrainArgs
-from onerec_lab.commands.pretrain import run as run_pretrain
-from onerec_lab.commands.reward import RewardFitArgs, run_fit
-from policies.cascade import CascadeConfig, bootstrap_cascade
-from policies.item_embeddings import ItemEmbeddingConfig, train_item_embeddings
-from policies.rq_kmeans import RQKMeansConfig
-from policies.tokenizer import build_semantic_ids
-from trainers.pretrain import CHECKPOINT_FILE
+from onerec_lab.experiment import EvaluationConfig, WorldConfig, build_world, method
+from onerec_lab.experiment.pipeline import aligned_run, evaluated
+from onerec_lab.experiment.progress import StageProgress
+from onerec_lab.experiment.world import LOGGED_SESSIONS, PRETRAINING, PSCORE, SEMANTIC_IDS
 
 REWARD = "pscore + 0.5*format"  # the production-style proxy: P-score plus format validity
+ALIGNED = ("rsft", "ecpo")  # the alignment runs, each a registered method by that name
 TABLE_COLUMNS = ("true_watch_time", "session_length", "proxy_reward", "legality", "diversity")
 PLOT_TITLES = {  # what each panel of comparison.png shows, with its unit
     "true_watch_time": "true watch time (s per session)",
@@ -55,15 +43,8 @@ PLOT_TITLES = {  # what each panel of comparison.png shows, with its unit
 class QuickstartArgs:
     """Arguments of `onerec-lab quickstart`."""
 
-    out: str = "runs/quickstart"  # folder for every artefact (created; stages are re-run)
-    items: int = 3_000  # catalog size; 3k items keep the whole job within minutes on 2 cores
-    codebook: int = 32  # codes per level (3 levels); 32^3 codes comfortably address 3k items
-    embedding_steps: int = 300  # item-embedding optimiser steps
-    log_users: int = 600  # simulated users per logging round (popular, then cascade rounds)
-    log_requests: int = 10  # most requests per logged session
-    pretrain_steps: int = 600  # next-token pre-training steps of the tiny OneRec (150 steps
-    # left it below the cascade that logged its data; 600 put it above)
-    pscore_epochs: int = 8  # P-score passes over the logs (2 gave a proxy that ECPO hacked)
+    out: str = "runs/quickstart"  # folder for every artefact; a rerun reuses unchanged stages
+    world: WorldConfig = field(default_factory=WorldConfig)  # the world's sizes and seed
     rsft_steps: int = 15  # RSFT steps (one rollout group per user and step)
     ecpo_steps: int = 60  # ECPO steps
     num_generations: int = 16  # G: items per user in RL rollouts
@@ -71,146 +52,67 @@ class QuickstartArgs:
     rl_learning_rate: float = 3e-4  # AdamW step size of RSFT and ECPO
     eval_users: int = 200  # simulated users of the final evaluation (the same for every policy)
     eval_requests: int = 20  # most requests per evaluated session
-    seed: int = 0  # seeds every stage; the same seed reproduces the same run
     json: bool = False  # print the final report as one JSON object (progress goes to stderr)
 
     def __post_init__(self) -> None:
-        if self.items < 2 * self.codebook:
-            raise ValueError(
-                f"items ({self.items}) must be at least twice codebook ({self.codebook}) for "
-                "k-means to have data per code; raise --items or lower --codebook"
-            )
-        for name in ("embedding_steps", "log_users", "log_requests", "pretrain_steps",
-                     "pscore_epochs", "rsft_steps", "ecpo_steps", "rl_users", "eval_users",
-                     "eval_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_generations < 2:
-            raise ValueError(
-                f"num_generations must be >= 2 for group-relative advantages, got "
-                f"{self.num_generations}"
-            )
+        for name in ALIGNED:  # the trainers' and the evaluation's own checks, before any work
+            try:
+                method(name).make_config(**self.rl_settings(name))
+            except ValueError as error:
+                raise ValueError(f"the {name} run: {error} (from --{name}-steps, --rl-users, "
+                                 "--num-generations, --rl-learning-rate)") from error
+        self.evaluation()
 
+    def rl_settings(self, name: str) -> dict[str, Any]:
+        """The config fields of the alignment run `name` (rsft or ecpo)."""
+        return {"max_steps": getattr(self, f"{name}_steps"), "seed": self.world.seed,
+                "users_per_step": self.rl_users, "num_generations": self.num_generations,
+                "learning_rate": self.rl_learning_rate}
 
-class StageTimer:
-    """Runs named stages under a progress display and records their wall times."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.seconds: dict[str, float] = {}
-
-    def run(self, name: str, stage: Callable[[], Any]) -> Any:
-        task = self.progress.add_task(name, total=None)
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # stages are quiet; the table speaks
-            result = stage()
-        self.seconds[name] = round(time.perf_counter() - start, 2)
-        self.progress.update(task, description=f"{name} [green]done[/] ({self.seconds[name]:.1f} s)")
-        self.progress.stop_task(task)
-        return result
-
-
-def semantic_ids(args: QuickstartArgs, catalog, logs_dir: Path) -> dict[str, Any]:
-    """Item embeddings (contrastive + content reconstruction) -> balanced RQ-Kmeans codec."""
-    pairs = catalog.coengaged_pairs(10 * args.items, np.random.default_rng(args.seed))
-    embeddings = train_item_embeddings(
-        args.items, pairs, ItemEmbeddingConfig(steps=args.embedding_steps, seed=args.seed),
-        content=catalog.content,
-    )
-    config = RQKMeansConfig(codebook_sizes=(args.codebook,) * 3, balanced=True, seed=args.seed)
-    codec, report, _ = build_semantic_ids(embeddings, config)
-    codec.save(logs_dir / "codec.safetensors")
-    return report.to_dict()
-
-
-def logged_sessions(args: QuickstartArgs, catalog, logs_dir: Path, out: Path) -> dict[str, Any]:
-    """Popular policy logs -> fit the cascade -> the cascade logs the pre-training data."""
-    cascade, rounds = bootstrap_cascade(
-        catalog, CascadeConfig(seed=args.seed), args.log_users, args.log_requests, args.seed,
-        rounds=1,
-    )
-    cascade.save(out / "cascade.pt")
-    rounds[-1].save(logs_dir)
-    return {"rounds": len(rounds), "requests": int(rounds[-1].num_requests)}
+    def evaluation(self) -> EvaluationConfig:
+        return EvaluationConfig(users=self.eval_users, max_requests=self.eval_requests)
 
 
 def run(args: QuickstartArgs) -> dict[str, Any]:
-    """Run every stage, write the outputs, return the report with the comparison table."""
-    out = Path(args.out)
-    logs_dir = out / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    """Build the world, align with RSFT and ECPO, evaluate every policy; write the report."""
     started = time.perf_counter()
-    checkpoints = {name: out / name / CHECKPOINT_FILE for name in ("pretrained", "rsft", "ecpo")}
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as progress:
-        timer = StageTimer(progress)
-        catalog = timer.run(
-            "world: synthetic catalog",
-            lambda: generate_synthetic_catalog(CatalogConfig(num_items=args.items), args.seed),
-        )
-        tokenizer = timer.run(
-            "semantic IDs: embeddings + balanced RQ-Kmeans",
-            lambda: semantic_ids(args, catalog, logs_dir),
-        )
-        logged = timer.run(
-            "logged sessions: popular -> cascade -> cascade logs",
-            lambda: logged_sessions(args, catalog, logs_dir, out),
-        )
-        pretrained = timer.run("pre-training (next-token prediction)", lambda: run_pretrain(
-            PretrainArgs(out=str(out / "pretrained"), logs=str(logs_dir), preset="tiny",
-                         steps=args.pretrain_steps, seed=args.seed, json=True)
-        ))
-        pscore = timer.run("P-score: multi-tower fit + Pareto fusion search", lambda: run_fit(
-            RewardFitArgs(logs=str(logs_dir), out=str(logs_dir / "pscore"), seed=args.seed,
-                          epochs=args.pscore_epochs, json=True)
-        ))
-        aligned = {}
-        for method, steps in (("rsft", args.rsft_steps), ("ecpo", args.ecpo_steps)):
-            aligned[method] = timer.run(f"{method.upper()} with {REWARD!r}", lambda m=method, s=steps: run_align(
-                AlignArgs(policy=str(checkpoints["pretrained"]), out=str(out / m), method=m,
-                          reward=REWARD, logs=str(logs_dir), steps=s, seed=args.seed,
-                          users=args.rl_users, num_generations=args.num_generations,
-                          learning_rate=args.rl_learning_rate, eval_users=8, json=True)
-            ))
-        policies = {"random": "random", "popular": "popular",
-                    "cascade": f"cascade:{out / 'cascade.pt'}",
-                    **{name: str(path) for name, path in checkpoints.items()}}
-        evaluations = timer.run("evaluation in the simulator (true outcome)", lambda: {
-            name: run_evaluate(EvaluateArgs(
-                policy=policy, users=args.eval_users, seed=args.seed,
-                requests=args.eval_requests, logs=str(logs_dir), reward=REWARD, json=True,
-            ))
-            for name, policy in policies.items()
-        })
-
-    rows = [_row(name, evaluation) for name, evaluation in evaluations.items()]
+    with StageProgress("quickstart", quiet=args.json) as progress:
+        world = build_world(args.world, args.out, progress)
+        policies: dict[str, Any] = {"random": "random", "popular": "popular",
+                                    "cascade": "cascade", "pretrained": world.pretrained_path}
+        runs, fingerprints, events = {}, {}, list(world.events)
+        for name in ALIGNED:
+            with progress.stage(f"{name.upper()} with {REWARD!r}") as line:
+                policies[name], runs[name], event = aligned_run(
+                    world, name, name, REWARD, progress=progress.inner_progress,
+                    **args.rl_settings(name))
+                line.outcome, fingerprints[name] = event.outcome, event.fingerprint
+            events.append(event)
+        with progress.stage("evaluation in the simulator (true outcome)") as line:
+            evaluations, event = evaluated(world, policies, args.evaluation(), REWARD,
+                                           fingerprints)
+            line.outcome = event.outcome
+        events.append(event)
     report = {
-        "rows": rows,
-        "stages": list(timer.seconds),
-        "stage_seconds": timer.seconds,
+        "rows": [_row(name, evaluation.to_dict()) for name, evaluation in evaluations.items()],
+        "stages": {event.stage: event.describe() for event in events},
+        "stage_seconds": progress.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "budget_seconds": 600,
-        "world": {
-            "items": catalog.num_items,
-            "creators": catalog.num_creators,
-            "categories_per_level": list(catalog.num_categories),
-            "content_farm_share": float(catalog.content_farm.mean()),
-        },
-        "tokenizer": tokenizer,
-        "logged_sessions": logged,
-        "pretrain": {key: pretrained[key] for key in ("initial_loss", "final_loss", "parameters")},
-        "pscore_auc": pscore.get("pscore_auc"),
-        "aligned": {method: {key: value for key, value in result.items()
-                             if key.endswith(("_before", "_after"))}
-                    for method, result in aligned.items()},
+        "world": {"items": world.catalog.num_items, "creators": world.catalog.num_creators,
+                  "categories_per_level": list(world.catalog.num_categories),
+                  "content_farm_share": float(world.catalog.content_farm.mean())},
+        "tokenizer": world.report(SEMANTIC_IDS),
+        "logged_sessions": world.report(LOGGED_SESSIONS),
+        "pretrain": world.report(PRETRAINING),
+        "pscore_auc": world.report(PSCORE).get("pscore_auc"),
+        "aligned": runs,
         "args": asdict(args),
-        "out": str(out),
+        "out": str(Path(args.out)),
     }
-    _plot(out, rows)
-    _write_markdown(out / "report.md", report)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    _plot(Path(args.out), report["rows"])
+    _write_markdown(Path(args.out) / "report.md", report)
+    (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
@@ -262,8 +164,12 @@ def _plot(out: Path, rows: list[dict[str, Any]]) -> None:
 
 def command_line(args: dict[str, Any]) -> str:
     """The command that reproduces a run: every option that differs from its default."""
-    defaults = asdict(QuickstartArgs())
-    options = [f"--{name.replace('_', '-')} {value}" for name, value in args.items()
+
+    def flat(values: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in values.items() if k != "world"}, **values["world"]}
+
+    defaults = flat(asdict(QuickstartArgs()))
+    options = [f"--{name.replace('_', '-')} {value}" for name, value in flat(args).items()
                if name != "json" and value != defaults[name]]
     return " ".join(["onerec-lab quickstart", *options])
 

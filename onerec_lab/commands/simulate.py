@@ -11,11 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from envs.catalog import Catalog, CatalogConfig, generate_synthetic_catalog
-from envs.kuairand import generate_kuairand_catalog
 from envs.logging_policies import make_logging_policy
 from envs.logs import collect_sessions, summarise
 from envs.simulator import SessionConfig
+from onerec_lab.experiment.world import make_catalog
 
 
 @dataclass
@@ -41,18 +40,10 @@ class SimulateArgs:
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
 
 
-def build_catalog(items: int, kuairand: str | None, seed: int) -> Catalog:
-    """The catalog a command runs on: synthetic with `items` items, or KuaiRand-calibrated."""
-    config = CatalogConfig(num_items=items)
-    if kuairand is not None:
-        return generate_kuairand_catalog(kuairand, config, seed)
-    return generate_synthetic_catalog(config, seed)
-
-
 def run(args: SimulateArgs) -> dict:
     """Log `args.users` sessions and return their summary (and where they were written)."""
     started = time.perf_counter()
-    catalog = build_catalog(args.items, args.kuairand, args.catalog_seed)
+    catalog = make_catalog(args.items, args.catalog_seed, args.kuairand)
     config = SessionConfig(slate_size=args.slate_size)
     policy = make_logging_policy(args.policy, catalog, args.slate_size)
     logs = collect_sessions(policy, catalog, args.users, args.requests, args.seed, config,

@@ -1,4 +1,4 @@
-"""`onerec-lab bench env`: simulator throughput, native vector env against SyncVectorEnv.
+"""Simulator throughput, native vector env against SyncVectorEnv (`onerec-lab bench env`).
 
 Both runs serve the same users (same seed) the same popularity-policy slates, with all four
 pathways in every observation and autoresets included (a new user costs a warm history of
@@ -23,7 +23,7 @@ from envs.session_env import OneRecSession
 from envs.simulator import SessionConfig
 from envs.users import PopulationConfig
 from envs.vector_env import OneRecVectorEnv
-from onerec_lab.commands.simulate import build_catalog
+from onerec_lab.experiment.world import make_catalog
 
 MAX_REQUESTS = 100  # episode limit of both envs (OneRec/Session-v0's max_episode_steps)
 
@@ -91,7 +91,7 @@ def measure_memory(catalog: Catalog, config: SessionConfig, users: int, seed: in
 
 def run(args: BenchEnvArgs) -> dict:
     """Time the native vector env and the SyncVectorEnv reference on the same users."""
-    catalog = build_catalog(args.items, args.kuairand, args.seed)
+    catalog = make_catalog(args.items, args.seed, args.kuairand)
     config = SessionConfig(slate_size=args.slate,
                            population=PopulationConfig(warm_history=args.warm_history))
     slates = _slates(catalog, args.users, args.slate, max(args.steps, args.reference_steps),

@@ -1,0 +1,25 @@
+"""What a run ran on, in one line: results mean little without it."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def hardware_description() -> str:
+    """The GPU when torch sees one, else the CPU and torch's thread count."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"CPU {cpu}, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores, "
+        f"torch {torch.__version__}"
+    )
+
+
+def study_machine(per_worker: bool = False) -> str:
+    """The machine line of a study's result: architecture, Python, torch, torch threads."""
+    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
+            f"1 thread{' per worker' if per_worker else ''}")
