@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from benchmarks.study import Study, WorldStudyArgs, spread, study_main
+from benchmarks.study import Study, WorldStudyArgs, command_line, spread, study_main
 from onerec_lab.experiment import BASELINES, WorldConfig, build_world
 from onerec_lab.experiment.evaluation import PROXY
 from onerec_lab.experiment.machine import study_machine
@@ -291,11 +291,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
                       for loss, history in stability.items()},
     }
     result = {
-        "command": f"python -m benchmarks.alignment --preset {args.preset}"
-                   + (" --skip-ppo" if args.skip_ppo else "")
-                   + (f" --workers {args.workers}" if args.workers > 1 else "")
-                   + "".join(f" --reward '{text}'" for text in args.reward)
-                   + "".join(f" --plugin {plugin}" for plugin in args.plugin),
+        "command": command_line("benchmarks.alignment", args),
         "preset": asdict(preset),
         "rewards": rewards,
         "settings": {"ntp_weight": NTP_WEIGHT, "format_selection_k": FORMAT_SELECTION_K,

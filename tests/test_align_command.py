@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from envs.logs import SESSION_COLUMNS, LoggedSessions
+from onerec_lab.commands import align as align_command
 from onerec_lab.commands.align import AlignArgs, run
 from onerec_lab.commands.evaluate import EvaluateArgs
 from onerec_lab.experiment import AlignResult, Evaluation
@@ -185,3 +186,17 @@ def test_the_result_says_when_the_proxy_rose_while_the_truth_fell(after, warned)
         assert "the proxy rose (0.628 -> 0.646) while the true watch time fell (2283 -> 1724" \
             in result.warning()
     assert AlignResult(**{**result.__dict__, "before": None}).proxy_rose_truth_fell is None
+
+
+def test_the_command_prints_the_warning(monkeypatch: pytest.MonkeyPatch, capsys,
+                                        world: tuple[Path, Path], tmp_path: Path) -> None:
+    """`align` says on stderr when the proxy rose while the truth fell."""
+    hacked = AlignResult(method="ecpo", reward="pscore", history=[{"rewards/proxy": 0.6}],
+                         steps=1, resumed_from_step=0, seconds=0.0, checkpoint=None, world="w",
+                         oracle_run=False, config={}, before=_evaluation(2283.0, 0.628),
+                         after=_evaluation(1724.0, 0.646))
+    monkeypatch.setattr(align_command, "align", lambda *args, **kwargs: hacked)
+    _, checkpoint = world
+    result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), json=True))
+    assert result["proxy_rose_truth_fell"] is True
+    assert capsys.readouterr().err.startswith("warning: the proxy rose (0.628 -> 0.646)")

@@ -72,7 +72,13 @@ def test_quickstart_runs_every_stage_and_prints_the_table(first_run) -> None:
 @pytest.mark.heavy
 def test_a_rerun_reuses_unchanged_stages_and_rebuilds_changed_ones(first_run) -> None:
     out, report = first_run
-    again = quickstart(out)
+    logged = run_cli("quickstart", "--out", str(out), *TINY_QUICKSTART)  # stderr: not a terminal
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stderr.splitlines()  # one plain line per stage, not a progress bar
+    assert "quickstart: semantic IDs: embeddings + balanced RQ-Kmeans ..." in lines
+    assert any(line.startswith("quickstart: ECPO with") and line.endswith(
+        ": reused (same settings and inputs)") for line in lines), lines
+    again = json.loads((out / "report.json").read_text())
     assert all(": reused" in again["stages"][stage] for stage in STAGES), again["stages"]
     assert again["rows"] == report["rows"]
     changed = quickstart(out, "--log-users", "50")

@@ -191,11 +191,6 @@ class World:
         record, event = self.manifest.run(stage)
         return record.report, event
 
-    def stage_fingerprint(self, name: str) -> str:
-        if self.manifest is None or name not in self.manifest.records:
-            raise ValueError(f"this world has no stage {name!r}")
-        return self.manifest.records[name].fingerprint
-
     def report(self, name: str) -> dict[str, Any]:
         """What a built stage reported (e.g. the P-score's AUCs)."""
         if self.manifest is None or name not in self.manifest.records:
