@@ -34,10 +34,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from benchmarks.study import Study, WorldStudyArgs, command_line, spread, study_main
+from benchmarks.study import Study, WorldStudyArgs, command_line, spread, study_machine, study_main
 from onerec_lab.experiment import BASELINES, WorldConfig, build_world
 from onerec_lab.experiment.evaluation import PROXY
-from onerec_lab.experiment.machine import study_machine
 from onerec_lab.experiment.plugins import load_plugins, loaded_plugins
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
 from rewards import EnvReward, build, parse_spec, truth_terms

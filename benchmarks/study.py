@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import platform
 import shlex
 import sys
 import time
@@ -31,12 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
+from envs.files import atomic_write_text
 from onerec_lab.args import add_dataclass_arguments, build_from_namespace
+from onerec_lab.cli import DEBUG_VARIABLE, error_line
 from onerec_lab.experiment import EvaluationConfig, World, align, evaluate, open_world, recommender
 from onerec_lab.experiment.evaluation import PROXY, Policy
-from onerec_lab.experiment.machine import study_machine
-from onerec_lab.experiment.plugins import load_plugins, plugins_named
+from onerec_lab.experiment.plugins import load_command_plugins
 from policies.interface import Recommender
 from policies.onerec import OneRecPolicy
 from rewards import PScoreModel
@@ -63,7 +67,6 @@ class Study:
         self.catalog = self.world.catalog
         self.session_config = self.world.session_config
         self.start = self.world.pretrained
-        self.pscore = self.world.pscore
         self.proxy_spec = proxy_spec
         defaults = EvaluationConfig()
         self.evaluation = EvaluationConfig(
@@ -109,6 +112,12 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 
+def study_machine(per_worker: bool = False) -> str:
+    """The machine line of a study's result: architecture, Python, torch, torch threads."""
+    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
+            f"1 thread{' per worker' if per_worker else ''}")
+
+
 def mean_std(value: dict[str, float], digits: int) -> str:
     """A `spread` as "mean ± std" with `digits` decimals (a study table's cell)."""
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
@@ -122,9 +131,10 @@ def write_study(folder: str, name: str, preset: str, result: dict[str, Any],
     results = Path(folder)
     results.mkdir(parents=True, exist_ok=True)
     suffix = "" if preset == "full" else f"_{preset}"
-    (results / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    atomic_write_text(results / f"{name}{suffix}.json",
+                      json.dumps(result, indent=2, default=float))
     plot(results / f"{name}{suffix}.png")
-    (results / f"{name}{suffix}.md").write_text(markdown(suffix))
+    atomic_write_text(results / f"{name}{suffix}.md", markdown(suffix))
     return results / f"{name}{suffix}.md"
 
 
@@ -146,12 +156,18 @@ def study_main(module: str, description: str, args_class: type, run: Callable[[A
     result as JSON with --json, else the markdown report at `result["results"]`."""
 
     options = sys.argv[1:] if argv is None else argv
-    if "plugin" in {field.name for field in dataclasses.fields(args_class)}:
-        load_plugins(plugins_named(options))
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    add_dataclass_arguments(parser, args_class)
-    args = build_from_namespace(args_class, parser.parse_args(options))
-    result = run(args)
+    try:
+        load_command_plugins(args_class, options)
+        parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+        add_dataclass_arguments(parser, args_class)
+        args = build_from_namespace(args_class, parser.parse_args(options))
+        result = run(args)
+    except (Exception, KeyboardInterrupt) as error:  # one line, as `onerec-lab` prints it
+        reported = error_line(error)
+        if reported is None or os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"python -m {module}: error: {reported[0]}", file=sys.stderr)
+        return reported[1]
     print(json.dumps(result, indent=2, default=float) if args.json
           else Path(result["results"]).read_text())
     return 0

@@ -50,6 +50,9 @@ class SequenceDataset:
 def _read_sequences(path: Path) -> list[list[int]]:
     """Item lists per user, in file order; blank lines are skipped, a malformed line is a
     ValueError naming the path and line number."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the Beauty.txt-format file itself (e.g. "
+                         "../shared/data/amazon-beauty/Beauty.txt)")
     if not path.is_file():
         raise ValueError(
             f"{path} does not exist; pass the path of a Beauty.txt-format file "

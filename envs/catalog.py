@@ -11,15 +11,18 @@ Letters used in shape comments: N items, T topic dimensions, C content dimension
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from envs.files import atomic_write, content_fingerprint, unreadable
+
 CATALOG_SCHEMA_VERSION = 1
+CATALOG_KIND = "catalog"
 
 # User activity levels (KuaiRand's `user_active_degree`, from least to most active).
 ACTIVITY_LEVELS = ("low_active", "middle_active", "high_active", "full_active")
@@ -144,37 +147,63 @@ class Catalog:
             )
         return np.stack([anchors, partners], axis=1).astype(np.int64)  # (P, 2)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every field by name: what a file stores and what the fingerprint hashes."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def fingerprint(self) -> str:
+        """The world's identity: `content_fingerprint` of every field. Artefacts built on
+        this catalog (logs, P-score, codec) record it so that a mix of worlds is refused."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:  # computed once: the arrays are not mutated after creation
+        return content_fingerprint(self.arrays())
+
+    @staticmethod
+    def header() -> dict[str, object]:
+        """What a file records about the catalog format (checked by `from_arrays`)."""
+        return {"schema_version": CATALOG_SCHEMA_VERSION, "kind": CATALOG_KIND}
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, object], source: str | Path
+    ) -> Catalog:
+        """A catalog from its stored fields and `header`; `source` (the file) is named in the
+        error when they are not a catalog of this format."""
+        fix = "regenerate it with this version of onerec-lab"
+        if not isinstance(header, Mapping) or header.get("kind") != CATALOG_KIND \
+                or header.get("schema_version") != CATALOG_SCHEMA_VERSION:
+            raise unreadable(source, "catalog", f"its catalog header is {header!r}, expected "
+                             f"kind {CATALOG_KIND!r} schema_version {CATALOG_SCHEMA_VERSION}", fix)
+        missing = [field.name for field in fields(cls) if field.name not in arrays]
+        if missing:
+            raise unreadable(source, "catalog", f"the catalog fields {missing} are missing", fix)
+        try:
+            return cls(**{field.name: arrays[field.name] for field in fields(cls)})
+        except (ValueError, IndexError) as error:  # __post_init__'s checks, 0-d arrays
+            raise unreadable(source, "catalog", error, fix) from error
+
     def save(self, path: str | Path) -> None:
-        """Write the catalog to one .npz file (atomically: temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {field.name: getattr(self, field.name) for field in fields(self)}
-        header = json.dumps({"schema_version": CATALOG_SCHEMA_VERSION, "kind": "catalog"})
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, __header__=np.array(header), **arrays)
-        os.replace(tmp.name, path)
+        """Write the catalog to one .npz file with `atomic_write` (old file or new, never a
+        part)."""
+        header = np.array(json.dumps(self.header()))
+        atomic_write(path, lambda handle: np.savez(handle, __header__=header, **self.arrays()))
 
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
-        """Read a catalog written by `save`; a wrong or damaged file is a clear error."""
+        """Read a catalog written by `save`; a wrong or damaged file is a clear ValueError."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["__header__"]))
-                arrays = {field.name: data[field.name] for field in fields(cls)}
+                arrays = {name: data[name] for name in data.files if name != "__header__"}
         except FileNotFoundError:
             raise
         except Exception as error:  # zip, json and key errors all mean "not a catalog file"
-            raise ValueError(
-                f"{path} is not a readable catalog file ({error}); regenerate it with "
-                "Catalog.save"
-            ) from error
-        if header.get("kind") != "catalog" or header.get("schema_version") != CATALOG_SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has header {header}, expected a catalog with schema_version "
-                f"{CATALOG_SCHEMA_VERSION}; regenerate it with this version of onerec-lab"
-            )
-        return cls(**arrays)
+            raise unreadable(path, "catalog file", error,
+                             "regenerate it with Catalog.save") from error
+        return cls.from_arrays(arrays, header, path)
 
 
 def _draw_in_group(

@@ -1,7 +1,13 @@
 """Logged sessions: roll a logging policy through the vector env, write, read back.
 
-A log folder is self-contained: `sessions.npz` (the columns below, with a JSON header that
-carries `schema_version`) and `catalog.npz` (`Catalog.save`). Observations are not stored
+A log folder is self-contained and its set is ONE file, `sessions.npz`: the columns below, a
+JSON header (`kind`, `schema_version`, `catalog_fingerprint`, the pathway lengths, ...) and the
+catalog the sessions were logged in (its fields under `catalog__<field>`, its format under the
+header's `"catalog"`). One file, so one rename replaces sessions and catalog together: a
+killed writer leaves the old set or the new one, never new sessions beside an old catalog.
+Schema versions: 2 writes the embedded catalog; 1 (older onerec-lab: the catalog in
+`catalog.npz` beside `sessions.npz`) still loads, and saving over such a folder removes its
+`catalog.npz` once the new `sessions.npz` is in place. Observations are not stored
 row by row (256 positive items per row would dwarf everything else): each session stores
 the observation it started from, each row the slate and its feedback, and the reader
 rebuilds the observation before any request by replaying the session's earlier rows
@@ -25,8 +31,6 @@ Letters used in shape comments: U sessions, R rows, S slate size, F feedback fie
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +38,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from envs.catalog import Catalog
+from envs.files import atomic_write, unreadable
 from envs.logging_policies import LoggingPolicy
 from envs.pathways import Pathways
 from envs.response import ORACLE_FIELDS
@@ -41,10 +46,12 @@ from envs.simulator import SessionConfig
 from envs.spec import BEHAVIOURS, FEEDBACK_FIELDS, STATIC_FIELDS
 from envs.vector_env import OneRecVectorEnv
 
-LOG_SCHEMA_VERSION = 1
+LOG_SCHEMA_VERSION = 2  # 2: the catalog is embedded in sessions.npz
+READABLE_LOG_VERSIONS = (1, 2)  # 1: the catalog is CATALOG_FILE beside sessions.npz
 LOG_KIND = "onerec-logged-sessions"
 SESSIONS_FILE = "sessions.npz"
-CATALOG_FILE = "catalog.npz"
+CATALOG_FILE = "catalog.npz"  # the catalog of schema version 1 logs (no longer written)
+CATALOG_PREFIX = "catalog__"  # the embedded catalog's fields in sessions.npz
 PATHWAY_KEYS = ("static", "short_term_items", "short_term_feedback", "positive_items",
                 "positive_feedback", "lifelong_items", "lifelong_features")
 ROW_COLUMNS = ("session", "request", "slate", "feedback", "shown", *ORACLE_FIELDS)
@@ -57,7 +64,9 @@ class LoggedSessions:
 
     columns: dict[str, np.ndarray]
     header: dict
-    catalog_path: Path | None = None  # where `catalog` loads from (None: set `_catalog`)
+    # the file `catalog` comes from: sessions.npz itself (schema 2) or catalog.npz beside it
+    # (schema 1); None for logs built in memory (they set `_catalog`)
+    catalog_path: Path | None = None
     _catalog: Catalog | None = field(default=None, repr=False)
 
     @property
@@ -89,9 +98,22 @@ class LoggedSessions:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             if self.catalog_path is None:
-                raise ValueError("these logged sessions carry no catalog; load them from a folder")
+                raise ValueError("these logged sessions carry no catalog; build them with "
+                                 "collect_sessions or load them from a folder")
+            if not self.catalog_path.is_file():
+                raise FileNotFoundError(
+                    f"{self.catalog_path} not found: logs of schema version 1 keep their catalog "
+                    "there; regenerate the logs with `onerec-lab simulate --out DIR`"
+                )
             self._catalog = Catalog.load(self.catalog_path)
         return self._catalog
+
+    @property
+    def catalog_fingerprint(self) -> str:
+        """The identity of the world these sessions were logged in (`Catalog.fingerprint`):
+        for a schema-2 file, the header's (checked against the embedded catalog on load); for
+        schema 1, computed from its catalog.npz."""
+        return self.catalog.fingerprint()
 
     def session_config(self) -> SessionConfig:
         """The pathway lengths the logs were recorded with (user-model defaults)."""
@@ -122,54 +144,62 @@ class LoggedSessions:
         return pathways.observation(targets)
 
     def save(self, directory: str | Path) -> Path:
-        """Write `sessions.npz` (atomically) and the catalog into `directory`."""
+        """Write `sessions.npz`, catalog embedded, into `directory` with one `atomic_write`;
+        a schema-1 `catalog.npz` there (the old set's other half) is removed only once the new
+        file is in place. Returns the file."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self._catalog is not None:
-            self._catalog.save(directory / CATALOG_FILE)
-        path = directory / SESSIONS_FILE
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as tmp:
-            np.savez_compressed(tmp, __header__=np.array(json.dumps(self.header)), **self.columns)
-        os.chmod(tmp.name, 0o644)  # a temporary file is private; logs are data to share
-        os.replace(tmp.name, path)
+        catalog = self.catalog
+        header = {**self.header, "schema_version": LOG_SCHEMA_VERSION,
+                  "catalog": catalog.header(), "catalog_fingerprint": catalog.fingerprint()}
+        arrays = {"__header__": np.array(json.dumps(header)), **self.columns,
+                  **{CATALOG_PREFIX + name: values for name, values in catalog.arrays().items()}}
+        path = atomic_write(directory / SESSIONS_FILE,
+                            lambda handle: np.savez_compressed(handle, **arrays))
+        (directory / CATALOG_FILE).unlink(missing_ok=True)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> LoggedSessions:
-        """Read a log folder (or its sessions.npz); a damaged or foreign file is a ValueError."""
+        """Read a log folder (or its sessions.npz) of schema version 2 or 1 (module
+        docstring); a damaged or foreign file is a ValueError naming it."""
         path = Path(path)
         folder = path if path.is_dir() else path.parent
         path = path / SESSIONS_FILE if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; write logs with `onerec-lab simulate`")
-        fix = "regenerate it with `onerec-lab simulate --out DIR`"
+        what, fix = "logged-sessions file", "regenerate it with `onerec-lab simulate --out DIR`"
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["__header__"]))
-                columns = {name: data[name] for name in data.files if name != "__header__"}
+                stored = {name: data[name] for name in data.files if name != "__header__"}
         except Exception as error:  # zip, json, key and read errors all mean "unreadable"
-            raise ValueError(
-                f"{path} is not a readable logged-sessions file ({type(error).__name__}: "
-                f"{error}); it may be truncated: {fix}"
-            ) from error
-        if header.get("kind") != LOG_KIND or header.get("schema_version") != LOG_SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has kind {header.get('kind')!r}, schema_version "
-                f"{header.get('schema_version')!r}; this onerec-lab reads {LOG_KIND!r} "
-                f"version {LOG_SCHEMA_VERSION}: {fix}"
-            )
+            raise unreadable(path, what, error, f"it may be truncated: {fix}") from error
+        if not isinstance(header, dict) or header.get("kind") != LOG_KIND \
+                or header.get("schema_version") not in READABLE_LOG_VERSIONS:
+            found = header if not isinstance(header, dict) else (
+                f"kind {header.get('kind')!r}, schema_version {header.get('schema_version')!r}")
+            raise unreadable(path, what, f"it has {found}; this onerec-lab reads {LOG_KIND!r} "
+                             f"versions {', '.join(map(str, READABLE_LOG_VERSIONS))}", fix)
+        columns = {name: values for name, values in stored.items()
+                   if not name.startswith(CATALOG_PREFIX)}
         missing = [name for name in (*SESSION_COLUMNS, *ROW_COLUMNS) if name not in columns]
         if missing:
-            raise ValueError(f"{path} lacks the columns {missing}: {fix}")
+            raise unreadable(path, what, f"it lacks the columns {missing}", fix)
         rows = columns["session"].shape[0]
         uneven = [name for name in ROW_COLUMNS if columns[name].shape[0] != rows]
         if uneven or header.get("feedback_fields") != list(FEEDBACK_FIELDS):
-            raise ValueError(
-                f"{path} is inconsistent (row columns {uneven} differ in length from 'session', "
-                f"or the feedback fields differ from {list(FEEDBACK_FIELDS)}): {fix}"
-            )
-        catalog_path = folder / CATALOG_FILE
-        return cls(columns, header, catalog_path if catalog_path.is_file() else None)
+            raise unreadable(path, what, f"it is inconsistent: row columns {uneven} differ in "
+                             "length from 'session', or the feedback fields differ from "
+                             f"{list(FEEDBACK_FIELDS)}", fix)
+        if header["schema_version"] == 1:
+            return cls(columns, header, folder / CATALOG_FILE)
+        catalog = Catalog.from_arrays(
+            {name[len(CATALOG_PREFIX):]: values for name, values in stored.items()
+             if name.startswith(CATALOG_PREFIX)}, header.get("catalog"), path)
+        if header.get("catalog_fingerprint") != catalog.fingerprint():
+            raise unreadable(path, what, f"its catalog has fingerprint {catalog.fingerprint()}, "
+                             f"its header records {header.get('catalog_fingerprint')!r}", fix)
+        return cls(columns, header, path, _catalog=catalog)
 
 
 def collect_sessions(

@@ -213,7 +213,8 @@ def validate_slate(
 
 
 def _describe(array: np.ndarray) -> str:
-    return np.array2string(array, threshold=20, edgeitems=3, separator=",")
+    text = np.array2string(array, threshold=20, edgeitems=3, separator=",")
+    return " ".join(text.split())  # one line: errors are one line
 
 
 def first_occurrences(slate: np.ndarray) -> np.ndarray:

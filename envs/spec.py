@@ -32,5 +32,5 @@ BLANK = -1  # item id of an empty slot (an illegal code, or padding in a pathway
 def feedback_index(name: str) -> int:
     """Column of `name` in a feedback vector; a clear error for an unknown name."""
     if name not in FEEDBACK_FIELDS:
-        raise KeyError(f"unknown feedback field {name!r}; known fields: {', '.join(FEEDBACK_FIELDS)}")
+        raise ValueError(f"unknown feedback field {name!r}; known fields: {', '.join(FEEDBACK_FIELDS)}")
     return FEEDBACK_FIELDS.index(name)

@@ -8,11 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
+from gymnasium import error, spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.catalog import Catalog
+from envs.session_env import (
+    check_env_arguments,
+    check_int,
+    check_options,
+    checked_rewards,
+    checked_seed,
+    checked_seed_list,
+)
 from envs.simulator import (
     DEFAULT_NUM_ITEMS,
     PendingReset,
@@ -32,14 +40,18 @@ class OneRecVectorEnv(VectorEnv):
     """N independent `OneRecSession` users as one natively batched vector env.
 
     Spaces, rewards and `info` keys are those of `OneRecSession` with a leading N (info
-    values are arrays of shape (N,) or (N, S, F)). Env i reset with `seed` is exactly
-    `OneRecSession` reset with `seed + i` (a list of N seeds gives one seed per env).
+    values are arrays of shape (N,) or (N, S, F)), each key `k` with Gymnasium's mask
+    `info["_k"]` (N,) bool: true where env i's entry is this step's answer, false where the
+    env restarted (its entries are 0). Env i reset with `seed` (an int in [0, 2**63 - N])
+    is exactly `OneRecSession` reset with `seed + i` (a list of N seeds gives one per env).
     Autoreset is Gymnasium's NEXT_STEP mode: the step after an env terminates or truncates
     ignores its action, starts its next user and returns reward 0; with
     `autoreset_mode=AutoresetMode.DISABLED` a finished env keeps stepping (its answers mean
     nothing) until `reset(options={"reset_mask": ...})` restarts it. Truncation at
     `max_episode_steps` requests is done here (a vector env has no `TimeLimit`).
-    `options={"reset_mask": mask}` resets only the envs where `mask` (N,) bool is true.
+    `options={"reset_mask": mask}` resets only the envs where `mask` (N,) bool is true; it
+    is the only option. Bad arguments, seeds, options, actions or `reward_fn` outputs raise
+    as in `OneRecSession` (a ValueError naming a wrong or out-of-range argument).
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -55,14 +67,17 @@ class OneRecVectorEnv(VectorEnv):
         catalog_seed: int = 0,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        mode = AutoresetMode(autoreset_mode)
-        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+        check_env_arguments(type(self).__name__, catalog, config, reward_fn, num_items,
+                            catalog_seed)
+        check_int(type(self).__name__, "num_envs", num_envs, 1)
+        check_int(type(self).__name__, "max_episode_steps", max_episode_steps, 1)
+        supported = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
+        if autoreset_mode not in supported + tuple(choice.value for choice in supported):
             raise ValueError(
-                f"autoreset_mode {mode.value!r} is not supported; use "
-                f"{AutoresetMode.NEXT_STEP.value!r} or {AutoresetMode.DISABLED.value!r}"
+                f"autoreset_mode {autoreset_mode!r} is not supported; use "
+                f"{' or '.join(repr(choice.value) for choice in supported)} (AutoresetMode)"
             )
+        mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
@@ -91,6 +106,7 @@ class OneRecVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        check_options(options, ("reset_mask",), "OneRecVectorEnv.reset")
         rows = np.arange(self.num_envs)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -100,16 +116,12 @@ class OneRecVectorEnv(VectorEnv):
                     f"got {mask.dtype} {mask.shape}"
                 )
             rows = np.flatnonzero(mask)
-        if isinstance(seed, int | np.integer):
-            super().reset(seed=int(seed))
-            roots = seed_roots(int(seed) + rows)
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            first = checked_seed(seed, self.num_envs)
+            super().reset(seed=first)
+            roots = seed_roots(first + rows)
         elif seed is not None:
-            seeds = np.asarray(seed, dtype=np.int64)
-            if seeds.shape != (self.num_envs,):
-                raise ValueError(
-                    f"seed must be an int or a list of {self.num_envs} ints, got {seed!r}"
-                )
-            roots = seed_roots(seeds[rows])
+            roots = seed_roots(checked_seed_list(seed, self.num_envs)[rows])
         elif not self._seeded:
             roots = self.np_random.integers(0, 2**63, size=rows.size, dtype=np.uint64)
         else:
@@ -126,18 +138,16 @@ class OneRecVectorEnv(VectorEnv):
         self, actions: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._context is None:
-            raise RuntimeError("call reset() before step() on OneRecVectorEnv")
+            raise error.ResetNeeded("call reset() before step() on OneRecVectorEnv")
         slates = validate_slate(actions, self.catalog.num_items, self.config.slate_size,
                                 self.num_envs)  # (N, S)
         # envs that finished at the last step ignore their action and start a new user,
         # drawn since then (_begin_restarts)
         restarting = self._done if self._restarts is not None else np.zeros_like(self._done)
         result = self.simulator.step(slates)
-        rewards = np.asarray(self.reward_fn(self._context, slates, result.feedback),
-                             dtype=np.float64)  # (N,)
+        output = self.reward_fn(self._context, slates, result.feedback)  # checked below
         terminated = result.outcome["left"] & ~restarting
         truncated = (self.simulator.state.request >= self.max_episode_steps) & ~restarting
-        rewards = np.where(restarting, 0.0, rewards)
         info: dict[str, Any] = {name: np.where(restarting, 0, value)
                                 for name, value in result.outcome.items()}
         info["left"] = terminated.copy()
@@ -147,12 +157,16 @@ class OneRecVectorEnv(VectorEnv):
             duplicates=np.where(restarting, 0, result.duplicates),
             request=np.where(restarting, 0, self.simulator.state.request),  # new users: 0
         )
+        answered = ~restarting  # (N,) Gymnasium's `_key` masks: a restart has no step info
+        info.update({f"_{name}": answered.copy() for name in list(info)})
         restarts, self._restarts = self._restarts, None
         self._done = terminated | truncated
         self._begin_restarts()  # before writing this step's new users: no thread waits
         if restarts is not None:  # after all that needs no new user: their draws may run late
             self.simulator.finish_reset(restarts)
         self._context = self.simulator.observation()
+        # checked once the env is consistent, so an error leaves it steppable after a fix
+        rewards = checked_rewards(output, self.reward_fn, self.num_envs, ignored=restarting)
         return self._context, rewards, terminated, truncated, info
 
     def _begin_restarts(self) -> None:

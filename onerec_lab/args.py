@@ -20,6 +20,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+# Fields that name where a command writes: checked before the command runs (an empty path,
+# a file where a folder goes, an unwritable place). A field whose metadata says
+# {"output": "file"} names a file.
+OUTPUT_FIELDS = ("out", "results")
+
 _FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
 
 
@@ -84,7 +89,7 @@ def nested_options(cls: type, types: Mapping[str, type] | None = None,
     hints = typing.get_type_hints(cls)
     found = {}
     for field in dataclasses.fields(cls):
-        nested_cls = (types or {}).get(field.name, hints[field.name])
+        nested_cls = (types or {}).get(field.name, _unwrap_optional(hints[field.name])[0])
         if isinstance(nested_cls, type) and dataclasses.is_dataclass(nested_cls):
             imposed = dict((fixed or {}).get(field.name, {}))
             hidden = frozenset(field.metadata.get("hidden", ())) | frozenset(imposed)
@@ -167,7 +172,16 @@ def build_from_namespace(cls: type, namespace: argparse.Namespace,
             values[field.name] = options.cls(**inner, **options.fixed)
         else:
             values[field.name] = _value(namespace, field.name)
+        if field.name in OUTPUT_FIELDS:  # refused before any work, not after it
+            from envs.files import check_output  # gymnasium and numpy: not for --help
+
+            check_output(values[field.name], _flag(field.name),
+                         field.metadata.get("output", "folder"))
     return cls(**values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _value(namespace: argparse.Namespace, dest: str) -> Any:

@@ -9,19 +9,27 @@ ONEREC_LAB_PLUGINS and those of installed entry points before its options are bu
 (`onerec_lab.experiment.plugins`), so a plugin's rewards and methods are known to the
 options and their help. A command module may define `nested_options(argv) -> dict` to choose
 the class of a nested config from the options given (`align` takes the chosen method's).
+
+Errors (`error_line`): bad input (a ValueError, the lab's error type for it) and a file the
+system refuses (OSError) print one line and exit 2; an interrupt exits 130 (a training run
+saved its checkpoint first); anything else is a bug and keeps its traceback. Outputs (`--out`,
+`--results`) are checked before a command starts (`onerec_lab.args`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from onerec_lab.args import Nested, add_dataclass_arguments, build_from_namespace, nested_options
+
+BAD_INPUT, INTERRUPTED = 2, 130  # exit codes: argparse's for bad options, a shell's for SIGINT
+DEBUG_VARIABLE = "ONEREC_LAB_DEBUG"  # set it to see the traceback behind a one-line error
 
 
 class Command(NamedTuple):
@@ -115,16 +123,6 @@ def find_command(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
     return None
 
 
-def load_command_plugins(args_class: type, options: list[str]) -> None:
-    """Load the plugins a command's options name (--plugin, repeatable), then those of the
-    environment and of installed entry points, when the command takes plugins."""
-    if "plugin" not in {field.name for field in dataclasses.fields(args_class)}:
-        return
-    from onerec_lab.experiment.plugins import load_plugins, plugins_named
-
-    load_plugins(plugins_named(options))
-
-
 def nested(path: tuple[str, ...], options: list[str]) -> dict[str, Nested]:
     """The nested configs of a command's arguments (the module may choose their classes)."""
     command = COMMANDS[path]
@@ -161,6 +159,30 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     Console().print(table)
 
 
+def error_line(error: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit code of an error the lab reports without a traceback:
+    bad input (ValueError, the lab's error type for it; exit 2), a file the system refused
+    (OSError; exit 2), an interrupt (exit 130: a training run saved its checkpoint first).
+    None for anything else, a bug, whose traceback is kept."""
+    guards = sys.modules.get("trainers.guards")  # loaded by any command that trains
+    if guards is not None and isinstance(error, guards.TrainingInterrupted):
+        return _one_line(str(error)), INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; nothing more was written", INTERRUPTED
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return _one_line(f"{where}{error.strerror or error}"), BAD_INPUT
+    if isinstance(error, ValueError):
+        return _one_line(str(error)), BAD_INPUT
+    return None
+
+
+def _one_line(message: str) -> str:
+    """A message's first line (a reward spec's error draws a caret below it)."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    return lines[0].strip() if lines else message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `onerec-lab` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -171,15 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     path, options = found
     args_class, run = _load(COMMANDS[path])
     try:
+        from onerec_lab.experiment.plugins import load_command_plugins  # loads the lab: lazily
+
         load_command_plugins(args_class, options)
         configs = nested(path, options)
         namespace = build_parser(path, configs).parse_args(options)
         args = build_from_namespace(args_class, namespace, configs)
         result = run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    except (Exception, KeyboardInterrupt) as error:
+        reported = error_line(error)
+        if reported is None or os.environ.get(DEBUG_VARIABLE):
+            raise  # a bug, not bad input: its traceback is what a report needs
+        message, code = reported
         print(f"onerec-lab {' '.join(path)}: error: {message}", file=sys.stderr)
-        return 2
+        return code
     as_json = getattr(args, "json", False)
     human = _human_printer(COMMANDS[path])
     if human is not None and not as_json:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.catalog import Catalog
+from envs.files import atomic_write
 from envs.logging_policies import LoggingPolicy, PopularPolicy
 from envs.logs import LoggedSessions, collect_sessions
 from envs.simulator import SessionConfig
@@ -324,9 +323,7 @@ class CascadeRecommender(SlateRecommender):
             "slate_size": self.slate_size,
         }
         payload = {"header": json.dumps(header), "state": self.model.state_dict()}
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".pt", delete=False) as tmp:
-            torch.save(payload, tmp)
-        os.replace(tmp.name, path)
+        atomic_write(path, lambda handle: torch.save(payload, handle))
 
     @classmethod
     def load(cls, path: str | Path) -> CascadeRecommender:

@@ -15,14 +15,17 @@ Collisions (several items with the same L codes) follow an explicit policy:
 - "owner": the lowest item id owns a shared code, the other items of the group can never be
   generated; they are listed in `unreachable_items`.
 
+A codec file is one safetensors file: the semantic codes and, as metadata, the format, the
+codebook sizes, the collision policy and, when set, `catalog_fingerprint` (the
+`Catalog.fingerprint` of the world the codes were learned in; files without it load with
+None).
+
 Letters used in shape comments: N items, L levels, B batch, S slate, K codes of a level.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
+
+from envs.files import atomic_write, unreadable
 
 CODEC_FORMAT = "onerec-lab/semantic-id-codec"
 CODEC_FORMAT_VERSION = 1
@@ -66,9 +71,10 @@ class SemanticIdCodec:
 
     def __init__(
         self, item_codes: Tensor, codebook_sizes: tuple[int, ...],
-        collision_policy: CollisionPolicy = "extend",
+        collision_policy: CollisionPolicy = "extend", catalog_fingerprint: str | None = None,
     ) -> None:
-        """`item_codes` (N, L) int64: row i is item i's code at each semantic level."""
+        """`item_codes` (N, L) int64: row i is item i's code at each semantic level;
+        `catalog_fingerprint` names the world the codes belong to (None: unknown)."""
         sizes = tuple(int(size) for size in codebook_sizes)
         if not sizes or min(sizes) < 1:
             raise ValueError(f"codebook_sizes must be positive, got {codebook_sizes}")
@@ -82,6 +88,7 @@ class SemanticIdCodec:
         self.semantic_codes = item_codes  # (N, L) the codes the tokenizer learned
         self.semantic_sizes = sizes
         self.collision_policy: CollisionPolicy = collision_policy
+        self.catalog_fingerprint = catalog_fingerprint
         semantic_keys = self._keys_for(item_codes, sizes)  # (N,)
         order = torch.argsort(semantic_keys, stable=True)  # groups in item-id order
         sorted_keys = semantic_keys[order]
@@ -220,21 +227,17 @@ class SemanticIdCodec:
         return mask  # (B, K_l)
 
     def save(self, path: str | Path) -> None:
-        """Write the codec to a safetensors file, atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the codec to a safetensors file with `atomic_write` (old file or new)."""
         header = {
             "format": CODEC_FORMAT,
             "format_version": str(CODEC_FORMAT_VERSION),
             "codebook_sizes": json.dumps(self.semantic_sizes),
             "collision_policy": self.collision_policy,
         }
+        if self.catalog_fingerprint is not None:
+            header["catalog_fingerprint"] = self.catalog_fingerprint
         payload = save_safetensors({"semantic_codes": self.semantic_codes.contiguous()}, header)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            tmp.write(payload)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
+        atomic_write(path, lambda handle: handle.write(payload))
 
     @classmethod
     def load(cls, path: str | Path) -> SemanticIdCodec:
@@ -242,14 +245,13 @@ class SemanticIdCodec:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"codec file {path} does not exist; build one and save it first")
+        fix = "rebuild the codec and save it again"
         try:
             with safe_open(path, framework="pt") as file:
                 header = file.metadata() or {}
                 semantic_codes = file.get_tensor("semantic_codes")
         except (SafetensorError, OSError) as error:
-            raise ValueError(
-                f"{path} is not a readable codec file ({error}); rebuild it and save it again"
-            ) from error
+            raise unreadable(path, "codec file", error, fix) from error
         if header.get("format") != CODEC_FORMAT:
             raise ValueError(f"{path} is not a semantic-ID codec file (header {header})")
         if header.get("format_version") != str(CODEC_FORMAT_VERSION):
@@ -259,6 +261,7 @@ class SemanticIdCodec:
             )
         try:
             sizes = tuple(json.loads(header["codebook_sizes"]))
-            return cls(semantic_codes, sizes, header["collision_policy"])
+            return cls(semantic_codes, sizes, header["collision_policy"],
+                       catalog_fingerprint=header.get("catalog_fingerprint"))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path} has an inconsistent codec header ({error})") from error

@@ -21,9 +21,7 @@ H pathway length, F feedback fields, C item features, D width.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from envs.candidate_wrapper import (
     validate_candidates,
 )
 from envs.catalog import Catalog
+from envs.files import atomic_write
 from envs.session_env import OneRecSession
 from envs.simulator import SessionConfig, SlateRewardFn
 from envs.spec import BLANK, FEEDBACK_FIELDS, STATIC_CARDINALITIES
@@ -288,9 +287,7 @@ def save_ppo(model: PPO, path: str | Path) -> None:
     Read it back with `PPO.load(path)`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".zip", delete=False) as tmp:
-        model.save(tmp.file)  # SB3 takes a binary file object, not the wrapper
-    os.replace(tmp.name, path)
+    atomic_write(path, model.save)  # SB3 takes a binary file object
 
 
 class PPOSlateRecommender:

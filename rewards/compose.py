@@ -33,12 +33,19 @@ from rewards.protocol import Declared, RewardInput, RewardModel, RewardOutput, v
 Literal = float | int | str
 
 
+NOT_NUMBERS = ("nan", "inf", "infinity")  # read as names, they would pass for rewards
+MAX_DEPTH = 64  # nesting the parser follows (Python's recursion limit lies far beyond)
+
 class SpecError(ValueError):
     """A malformed or unknown reward spec, with the position of the problem."""
 
     def __init__(self, message: str, spec: str, position: int) -> None:
         self.position = position
-        super().__init__(f"{message} (at position {position})\n  {spec}\n  {' ' * position}^")
+        # The first line stands alone (the command line prints only it); the caret below
+        # points at the position for a reader of the full message.
+        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        super().__init__(f"{message} (at position {position} of {shown!r})\n  {spec}\n"
+                         f"  {' ' * position}^")
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ class _Parser:
         self.spec = spec
         self.tokens = _tokenize(spec)
         self.index = 0
+        self.depth = 0  # nested parentheses, signs and calls open at the current token
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.index]
@@ -152,6 +160,8 @@ class _Parser:
         value = float(text)
         if not math.isfinite(value):
             raise self.error(f"number {text} is too large", position)
+        if value == 0 and any(digit in "123456789" for digit in text.lower().split("e")[0]):
+            raise self.error(f"number {text} is too small (it would be read as 0)", position)
         return value
 
     def parse(self) -> Combination:
@@ -217,6 +227,16 @@ class _Parser:
 
     def factor(self) -> float | Combination:
         kind, text, position = self.peek()
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.error(f"the spec nests deeper than {MAX_DEPTH} levels (parentheses, "
+                                 "signs, calls); write it flatter", position)
+            return self._factor(kind, text, position)
+        finally:
+            self.depth -= 1
+
+    def _factor(self, kind: str, text: str, position: int) -> float | Combination:
         if kind == "op" and text in ("+", "-"):  # unary sign
             self.take()
             value = self.factor()
@@ -226,6 +246,9 @@ class _Parser:
         if kind == "number":
             self.take()
             return self.finite(text, position)
+        if kind == "name" and text.lower() in NOT_NUMBERS:
+            raise self.error(f"{text} is not a weight the spec accepts; weights are finite "
+                             "numbers (e.g. 0.5*format)", position)
         if kind == "name":
             return Combination(((1.0, self.call()),))
         if text == "(":

@@ -24,6 +24,16 @@ w_k * sign_k * logit_k is then >= for a, so a's P-score is >= b's. The weights w
 `rewards.pareto.pareto_search`; the lifelong pathway is not used (the two shorter pathways
 carry the recent, target-relevant history that attention needs).
 
+On disk a P-score is ONE file, `pscore.pt` (format version 2): a dict torch's safe loader
+(`weights_only=True`) reads, {"format": "onerec-lab/pscore", "version": 2, "config": JSON
+text, "fusion_weights": list, "report": JSON text, "catalog_fingerprint": str or None,
+"state": state dict}; one rename replaces config and weights together. Version 1 (older
+onerec-lab: `pscore.json` with the config beside `pscore.pt` with the bare state dict) still
+loads, with `catalog_fingerprint` None; saving over it removes its `pscore.json` once the new
+`pscore.pt` is in place. `load_pscore` checks the config against the weights' shapes on the
+meta device before it allocates the model, so a crafted config cannot make it allocate more
+than the file holds.
+
 Letters used in shape comments: B batch, S slate, H history length, N items, C content
 dimensions, D model width, M shared hidden width, T tower width, K objectives, F feedback.
 """
@@ -32,10 +42,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from envs.files import atomic_write, unreadable
 from envs.spec import BEHAVIOURS, BLANK, NUM_FEEDBACK, STATIC_CARDINALITIES, STATIC_FIELDS
 from rewards.protocol import RewardInput, RewardOutput, slate_mean
 
@@ -56,7 +65,10 @@ HISTORY_PATHWAYS = (
     ("positive_items", "positive_feedback"),
 )
 WEIGHTS_FILE = "pscore.pt"
-CONFIG_FILE = "pscore.json"
+LEGACY_CONFIG_FILE = "pscore.json"  # the config of a version-1 P-score (no longer written)
+PSCORE_FORMAT = "onerec-lab/pscore"
+PSCORE_FORMAT_VERSION = 2  # 1: the legacy pair LEGACY_CONFIG_FILE + WEIGHTS_FILE
+REFIT = "refit it with `onerec-lab reward fit --logs DIR --out FOLDER`"
 
 
 class ItemCatalog(Protocol):
@@ -161,6 +173,9 @@ class PScoreModel(nn.Module):
     def __init__(self, config: PScoreConfig, catalog: ItemCatalog | None = None) -> None:
         super().__init__()
         self.config = config
+        # the `Catalog.fingerprint` of the world it was fitted in (load_pscore reads it back;
+        # None when unknown, e.g. a version-1 file)
+        self.catalog_fingerprint: str | None = None
         width = config.embed_dim
         # Item side features live in buffers, so a checkpoint scores items without a catalog.
         self.register_buffer("item_category", torch.zeros(config.num_items, dtype=torch.long))
@@ -342,40 +357,133 @@ class PScoreReward:
         return RewardOutput.single(self.name, slate_mean(self.item_scores(batch), batch.items))
 
 
-def save_pscore(model: PScoreModel, folder: str | Path, report: dict | None = None) -> Path:
-    """Write weights (`pscore.pt`) and config (`pscore.json`) atomically; returns the folder."""
+def save_pscore(
+    model: PScoreModel, folder: str | Path, report: dict | None = None,
+    catalog_fingerprint: str | None = None,
+) -> Path:
+    """Write `folder/pscore.pt`, the ONE file of the module docstring, with `atomic_write`; a
+    version-1 `pscore.json` there is removed only once the new file is in place.
+    `catalog_fingerprint` (the fitting logs' `catalog_fingerprint`; default: the model's own)
+    records the world the P-score belongs to. Returns the folder."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".pt", delete=False) as handle:
-        torch.save(model.state_dict(), handle)
-    os.replace(handle.name, folder / WEIGHTS_FILE)
-    header = {
-        "kind": "pscore",
-        "config": asdict(model.config),
+    payload = {
+        "format": PSCORE_FORMAT,
+        "version": PSCORE_FORMAT_VERSION,
+        "config": json.dumps(asdict(model.config)),
         "fusion_weights": model.fusion_weights.tolist(),
-        "report": report or {},
+        "report": json.dumps(report or {}),
+        "catalog_fingerprint": (
+            model.catalog_fingerprint if catalog_fingerprint is None else catalog_fingerprint
+        ),
+        "state": {name: value.detach().cpu() for name, value in model.state_dict().items()},
     }
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".json", delete=False) as handle:
-        json.dump(header, handle, indent=2)
-    os.replace(handle.name, folder / CONFIG_FILE)
+    atomic_write(folder / WEIGHTS_FILE, lambda handle: torch.save(payload, handle))
+    (folder / LEGACY_CONFIG_FILE).unlink(missing_ok=True)
     return folder
 
 
-def load_pscore(folder: str | Path, device: str | torch.device = "cpu") -> PScoreModel:
-    """Read a P-score written by `save_pscore` (weights loaded with weights_only=True)."""
-    folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+def load_pscore(path: str | Path, device: str | torch.device = "cpu") -> PScoreModel:
+    """Read a P-score folder (or its `pscore.pt`) of format version 2 or 1 (module docstring);
+    the model's `catalog_fingerprint` is the recorded one. A truncated, foreign or
+    inconsistent file is a one-line ValueError naming it."""
+    path = Path(path)
+    file = path / WEIGHTS_FILE if path.is_dir() else path
+    if not file.is_file():
         raise FileNotFoundError(
-            f"{folder} holds no fitted P-score ({CONFIG_FILE} + {WEIGHTS_FILE}); run "
+            f"{path} holds no fitted P-score ({WEIGHTS_FILE}); run "
             "`onerec-lab reward fit --logs DIR --out FOLDER` first"
         )
-    header = json.loads((folder / CONFIG_FILE).read_text())
-    if header.get("kind") != "pscore":
-        raise ValueError(
-            f"{folder / CONFIG_FILE} is not a P-score config (kind={header.get('kind')!r})"
-        )
-    config = header["config"]
-    model = PScoreModel(PScoreConfig(**{**config, "objectives": tuple(config["objectives"])}))
-    state = torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, pickle and refused-object errors: not a P-score file
+        raise unreadable(file, "P-score file", error, REFIT) from error
+    if isinstance(payload, dict) and "format" in payload:
+        config, state, fingerprint = _read_current(file, payload)
+    else:
+        config, state, fingerprint = _read_legacy_config(file), payload, None
+    model = _build_checked(file, config, state)
+    model.catalog_fingerprint = fingerprint
     return model.to(device).eval()
+
+
+def _read_current(file: Path, payload: dict) -> tuple[PScoreConfig, object, str | None]:
+    """Config, state and catalog fingerprint of a version-2 payload."""
+    if payload.get("format") != PSCORE_FORMAT or payload.get("version") != PSCORE_FORMAT_VERSION:
+        raise unreadable(file, "P-score file", f"format {payload.get('format')!r} version "
+                         f"{payload.get('version')!r}; this onerec-lab reads {PSCORE_FORMAT!r} "
+                         f"version {PSCORE_FORMAT_VERSION}", REFIT)
+    fingerprint = payload.get("catalog_fingerprint")
+    if not isinstance(fingerprint, str | None) or "state" not in payload:
+        raise unreadable(file, "P-score file", "its catalog_fingerprint is not text or its "
+                         "state is missing", REFIT)
+    try:
+        config = json.loads(payload["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise unreadable(file, "P-score file", error, REFIT) from error
+    return _config_from(file, config), payload["state"], fingerprint
+
+
+def _read_legacy_config(file: Path) -> PScoreConfig:
+    """The config of a version-1 P-score: `pscore.json` beside its bare state dict."""
+    config_file = file.with_name(LEGACY_CONFIG_FILE)
+    if not config_file.is_file():
+        raise unreadable(file, "P-score file", f"it is a bare state dict (format version 1) "
+                         f"without its {LEGACY_CONFIG_FILE} beside it", REFIT)
+    try:
+        header = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise unreadable(config_file, "P-score config", error, REFIT) from error
+    if not isinstance(header, dict) or header.get("kind") != "pscore":
+        kind = header.get("kind") if isinstance(header, dict) else type(header).__name__
+        raise unreadable(config_file, "P-score config", f"kind {kind!r}, expected 'pscore'",
+                         REFIT)
+    return _config_from(config_file, header.get("config"))
+
+
+def _config_from(file: Path, config: object) -> PScoreConfig:
+    """A `PScoreConfig` from its JSON form; unknown keys and bad values name `file`."""
+    if not isinstance(config, dict):
+        raise unreadable(file, "P-score file", f"its config is {type(config).__name__}, not a "
+                         "JSON object", REFIT)
+    unknown = sorted(set(config) - {field.name for field in fields(PScoreConfig)})
+    if unknown:
+        raise unreadable(file, "P-score file", f"its config has unknown keys {unknown} (from "
+                         "another version of onerec-lab?)", REFIT)
+    if isinstance(config.get("objectives"), list):
+        config = {**config, "objectives": tuple(config["objectives"])}
+    try:
+        return PScoreConfig(**config)
+    except (TypeError, ValueError) as error:
+        raise unreadable(file, "P-score file", error, REFIT) from error
+
+
+def _build_checked(file: Path, config: PScoreConfig, state: object) -> PScoreModel:
+    """The model of `config` holding `state`, built for real only once a meta-device skeleton
+    shows that every parameter shape matches: memory is bounded by what the file holds."""
+    if not isinstance(state, Mapping) or not all(
+        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()
+    ):
+        raise unreadable(file, "P-score file", "its weights are not a state dict of tensors",
+                         REFIT)
+    try:
+        with torch.device("meta"):
+            skeleton = PScoreModel(config)
+    except Exception as error:  # a config value torch cannot size a layer with
+        raise unreadable(file, "P-score file", error, REFIT) from error
+    expected = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in state.items()}
+    if expected != found:
+        differences = [
+            f"{name} {found.get(name, 'missing')} in the weights, {expected.get(name, 'none')} "
+            "for the config"
+            for name in sorted(expected.keys() | found.keys())
+            if expected.get(name) != found.get(name)
+        ]
+        raise unreadable(file, "P-score file", f"its config does not fit its weights: "
+                         f"{'; '.join(differences[:3])}", REFIT)
+    model = PScoreModel(config)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as error:  # e.g. a dtype that cannot be cast
+        raise unreadable(file, "P-score file", error, REFIT) from error
+    return model

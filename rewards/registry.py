@@ -209,11 +209,20 @@ def _instantiate(call: Call, spec: str, resources: dict[str, Any]) -> RewardMode
     keywords = {
         p.name: p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+    settable = [name for name, parameter in keywords.items()
+                if name not in resources and _spec_settable(parameter)]
     for key, _ in call.kwargs:
         if key not in keywords:
             raise SpecError(
                 f"{call.name}() has no argument {key!r}; it accepts "
                 f"{', '.join(keywords) or 'no keyword arguments'}",
+                spec,
+                call.position,
+            )
+        if key in resources or not _spec_settable(keywords[key]):
+            raise SpecError(
+                f"{call.name}() argument {key!r} is supplied by the program, not written in "
+                f"the spec; the spec sets {', '.join(settable) or 'none of its arguments'}",
                 spec,
                 call.position,
             )
@@ -233,6 +242,15 @@ def _instantiate(call: Call, spec: str, resources: dict[str, Any]) -> RewardMode
         raise ValueError(f"building {call.text!r}: {error}") from error
     wrapper = NamedItemReward if hasattr(reward, "item_scores") else NamedReward
     return wrapper(call.text, reward, registration)
+
+
+def _spec_settable(parameter: inspect.Parameter) -> bool:
+    """Whether a spec may write this argument: a number, a string or a flag (a model, a
+    catalog or a codec is a resource the program supplies)."""
+    literal = ("float", "int", "str", "bool", float, int, str, bool)
+    return parameter.annotation in literal or (
+        parameter.annotation is parameter.empty
+        and isinstance(parameter.default, (float, int, str, bool)))
 
 
 def _combine(combination: Combination, spec: str, resources: dict[str, Any]) -> RewardModel:

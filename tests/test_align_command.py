@@ -107,6 +107,9 @@ def test_bad_input_is_a_clear_error(world: tuple[Path, Path], tmp_path: Path) ->
     assert "Known methods: rsft, grpo, ecpo, dr_grpo, dpo" in unknown.stderr
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="ppo")
+    with pytest.raises(ValueError, match="method 'rsft' takes a RSFTConfig, got a GRPOConfig"):
+        AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="rsft",
+                  training=method_config("ecpo").make_config())
     single = _cli("align", "--policy", str(checkpoint), "--out", str(tmp_path),
                   "--num-generations", "1", "--json")
     assert single.returncode == 2 and "num_generations must be >= 2" in single.stderr

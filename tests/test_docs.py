@@ -135,9 +135,11 @@ def run(args: list[str], folder: Path, what: str) -> str:
     return completed.stdout
 
 
-def run_markdown(path: Path, folder: Path, preamble: str = "") -> list[str]:
-    """Run every example of `path` in order in `folder`; the commands that ran."""
-    ran, python = [], []
+def run_markdown(path: Path, folder: Path, preamble: str = "") -> dict[str, str]:
+    """Run every example of `path` in order in `folder`; what each printed, by example
+    (a command, or `path:line` of a Python example)."""
+    ran: dict[str, str] = {}
+    python = []
     for block in code_blocks(path):
         where = f"{path.name}:{block.line}"
         if block.language == "python" and (name := re.match(r"# (\w+\.py)\n", block.text)):
@@ -147,13 +149,12 @@ def run_markdown(path: Path, folder: Path, preamble: str = "") -> list[str]:
             if not preamble:  # README's examples are whole scripts: run each now
                 script = folder / f"example_{block.line}.py"
                 script.write_text(python.pop())
-                ran.append(run([sys.executable, str(script)], folder, where))
+                ran[where] = run([sys.executable, str(script)], folder, where)
         elif block.language == "bash":
             for command in commands(block):
                 args = argv(command)
                 if args:
-                    run(args, folder, f"{where}: {command}")
-                    ran.append(command)
+                    ran[command] = run(args, folder, f"{where}: {command}")
     if preamble:  # fragments of one session, after the names they leave to the reader
         script = folder / f"{path.stem}_examples.py"
         script.write_text(preamble + "\n".join(python))
@@ -174,8 +175,8 @@ def test_every_tiny_size_rule_still_finds_its_text() -> None:
 @pytest.mark.heavy
 def test_the_readmes_examples_run(tmp_path: Path) -> None:
     ran = run_markdown(REPO_ROOT / "README.md", tmp_path)
-    assert any(command.startswith("onerec-lab quickstart") for command in ran)
-    api = [output for output in ran if output.startswith("pre-trained")]
+    assert any(example.startswith("onerec-lab quickstart") for example in ran)
+    api = [output for output in ran.values() if output.startswith("pre-trained")]
     assert len(api) == 1 and "pscore + 0.1*novelty + 0.5*format: true watch time" in api[0]
     # the plugin's reward and method, from a file outside the package
     novelty = json.loads((tmp_path / "runs" / "novelty" / "align.json").read_text())
@@ -184,3 +185,19 @@ def test_the_readmes_examples_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "runs" / "my_grpo" / "align.json").read_text())[
         "method"] == "my_grpo"
     run_markdown(REPO_ROOT / "rewards" / "README.md", tmp_path, REWARDS_PREAMBLE)
+
+
+def test_every_test_the_guarantees_cite_exists() -> None:
+    """README's Guarantees name the tests behind each promise: every one must exist (a
+    renamed or deleted test would leave a promise unbacked)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    tests = "".join(path.read_text() for path in (REPO_ROOT / "tests").rglob("test_*.py"))
+    cited = re.findall(r"`(?:tests/[\w/]+\.py::)?(test_\w+)`", section)
+    files = re.findall(r"`(tests/[\w/]+\.py)", section)
+    cases = re.findall(r"`([a-z]+(?:-[a-z]+)+)`", section)
+    assert len(cited) >= 8 and len(cases) >= 5
+    assert [name for name in cited if f"def {name}(" not in tests] == []
+    assert [path for path in files if not (REPO_ROOT / path).is_file()] == []
+    table = (REPO_ROOT / "tests" / "bad_inputs" / "test_commands.py").read_text()
+    assert [case for case in cases if f'Case("{case}"' not in table] == []

@@ -66,6 +66,8 @@ def test_save_and_load_round_trip_with_the_catalog(logs: LoggedSessions, tmp_pat
     assert loaded.num_requests == logs.num_requests and loaded.num_sessions == 7
     assert np.array_equal(loaded.slates, logs.slates)
     assert np.array_equal(loaded.catalog.content, CATALOG.content)
+    assert loaded.catalog_fingerprint == CATALOG.fingerprint()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [SESSIONS_FILE]  # one file
     rows = np.array([0, logs.num_requests - 1])
     for key, value in loaded.contexts(rows).items():
         assert np.array_equal(value, logs.contexts(rows)[key])
@@ -96,7 +98,7 @@ def test_another_schema_version_is_a_clear_error(logs: LoggedSessions, tmp_path:
         arrays["__header__"] = np.array(json.dumps({**header, "schema_version": 99}))
 
     _rewrite(path, bump)
-    with pytest.raises(ValueError, match="schema_version 99.*version 1"):
+    with pytest.raises(ValueError, match="schema_version 99.*versions 1, 2"):
         LoggedSessions.load(path)
 
 

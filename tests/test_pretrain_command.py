@@ -100,7 +100,7 @@ def test_bad_arguments_and_a_foreign_codec_are_clear_errors(logs_dir: Path, tmp_
     assert zero.returncode == 2 and "per_device_train_batch_size must be >= 1" in zero.stderr
     foreign = tmp_path / "foreign.safetensors"
     random_codec(num_items=50).save(foreign)
-    with pytest.raises(ValueError, match=rf"codec {foreign} covers 50 items but the data has 400"):
+    with pytest.raises(ValueError, match=rf"codec {foreign} covers 50 items but the logs .* has 400"):
         run(PretrainArgs(out=str(tmp_path / "run"), logs=str(logs_dir),
                          codec=CodecSettings(codec=str(foreign))))
     completed = _cli("--logs", str(logs_dir), "--out", str(tmp_path / "run"), "--preset", "huge")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -234,9 +235,10 @@ def test_same_seed_same_fit(known_world: FakeLogs) -> None:
 
 
 def test_checkpoint_round_trip_is_atomic_and_exact(fitted, known_world: FakeLogs, tmp_path) -> None:
-    folder = save_pscore(fitted.model, tmp_path / "pscore", fitted.report)
-    assert sorted(path.name for path in folder.iterdir()) == ["pscore.json", "pscore.pt"]
+    folder = save_pscore(fitted.model, tmp_path / "pscore", fitted.report, catalog_fingerprint="f1")
+    assert sorted(path.name for path in folder.iterdir()) == ["pscore.pt"]  # one file: one rename
     loaded = load_pscore(folder)
+    assert loaded.catalog_fingerprint == "f1"
     assert loaded.config == fitted.model.config and loaded.config.watch_time_scale is not None
     rows = np.arange(20)
     batch = RewardInput(items=known_world.slates[rows], context=known_world.contexts(rows))
@@ -248,7 +250,8 @@ def test_checkpoint_round_trip_is_atomic_and_exact(fitted, known_world: FakeLogs
 
 def test_checkpoint_without_watch_time_still_loads(tmp_path) -> None:
     """A P-score saved before the watch-time objective (seven behaviour towers, no
-    watch_time_scale in its config) loads with its own objectives."""
+    watch_time_scale in its config; the version-1 pair pscore.json + pscore.pt) loads with its
+    own objectives."""
     config = PScoreConfig(
         num_items=5,
         num_categories=2,
@@ -258,20 +261,30 @@ def test_checkpoint_without_watch_time_still_loads(tmp_path) -> None:
         tower_dim=4,
         objectives=BEHAVIOURS,
     )
-    folder = save_pscore(PScoreModel(config), tmp_path)
-    header = json.loads((folder / "pscore.json").read_text())
-    del header["config"]["watch_time_scale"]
-    (folder / "pscore.json").write_text(json.dumps(header))
-    loaded = load_pscore(folder)
+    model = PScoreModel(config)
+    torch.save(model.state_dict(), tmp_path / "pscore.pt")
+    old_config = {name: value for name, value in asdict(config).items()
+                  if name != "watch_time_scale"}
+    (tmp_path / "pscore.json").write_text(json.dumps({
+        "kind": "pscore", "config": old_config,
+        "fusion_weights": model.fusion_weights.tolist(), "report": {},
+    }))
+    loaded = load_pscore(tmp_path)
     assert loaded.config.objectives == BEHAVIOURS and loaded.config.watch_time_scale is None
 
 
 def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="reward fit"):
         load_pscore(tmp_path)
-    (tmp_path / "pscore.json").write_text('{"kind": "codec"}')
     (tmp_path / "pscore.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match="not a P-score"):
+    with pytest.raises(ValueError, match="pscore.pt is not a readable P-score file"):
+        load_pscore(tmp_path)
+    config = PScoreConfig(num_items=5, num_categories=2, num_creators=2, embed_dim=4)
+    torch.save(PScoreModel(config).state_dict(), tmp_path / "pscore.pt")
+    with pytest.raises(ValueError, match="without its pscore.json"):
+        load_pscore(tmp_path)
+    (tmp_path / "pscore.json").write_text('{"kind": "codec"}')
+    with pytest.raises(ValueError, match="pscore.json is not a readable P-score config"):
         load_pscore(tmp_path)
 
 

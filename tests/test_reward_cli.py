@@ -88,5 +88,5 @@ def test_fit_then_check_report_per_objective_auc_and_component_means(logs: Path,
 def test_a_malformed_spec_is_a_clear_error_not_a_traceback(logs: Path) -> None:
     checked = run_cli("reward", "check", "--spec", "pscore + 0.5*", "--logs", str(logs))
     assert checked.returncode == 2
-    assert "found the end of the spec (at position 13)" in checked.stderr
+    assert "found the end of the spec (at position 13 of 'pscore + 0.5*')" in checked.stderr
     assert "Traceback" not in checked.stderr

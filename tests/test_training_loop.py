@@ -66,7 +66,8 @@ def _reduce_worker(rank: int, init_file: str, out: str) -> None:
 
 def test_max_charts_take_the_largest_over_ranks_and_the_rest_the_mean(tmp_path: Path) -> None:
     mp.spawn(_reduce_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
-    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+                     for rank in range(2))
     # rank 0: 1, 10, -1 | rank 1: 2, 20, -2 (first row); the mean, the largest, the largest
     expected = torch.tensor([[1.5, 20.0, -1.0], [3.0, 40.0, -2.0]], dtype=torch.float64)
     assert torch.equal(first, expected) and torch.equal(second, expected)

@@ -21,9 +21,27 @@ same for every trainer:
   otherwise (a log file, CI);
 - checkpoints (`output_dir/checkpoint.pt`, rank 0, atomic, every `save_steps` and at the end)
   in the `trainers.checkpoint.RunRecord` layout, and resume: a checkpoint of another kind,
-  model, item tables or settings is refused, saying what differs.
+  model, item tables or settings is refused, saying what differs;
+- divergence: `update` notes a loss that is not finite before its backward pass (on the
+  device, no host sync); at every window's end (where the metrics are read, so the device
+  is synchronised anyway) those notes and the weights' finiteness are checked, summed over
+  ranks, and a run that diverged stops with
+  `TrainingDiverged` (which step, what, the last finite checkpoint). A checkpoint is never
+  saved from weights that are not finite (`save_checkpoint` refuses them too), so the
+  file on disk stays the last finite one; the policy in memory is left as it diverged;
+- interrupts: during `run_training` (in the main thread) SIGINT and SIGTERM set a flag; the
+  loop finishes the step it is in, ends the window, saves a checkpoint (with `output_dir`)
+  and raises `TrainingInterrupted` (`trainers.guards`); rerunning the same command resumes
+  from it exactly. A
+  second signal raises KeyboardInterrupt at once (the atomic save keeps the previous file),
+  except under torchrun: its agent forwards the terminal's Ctrl-C, so each worker gets it
+  twice, and the agent kills the workers itself after its shutdown timeout (30 s by
+  default: a step and a save must fit in it). Under torchrun the flag is all-reduced (MAX,
+  over a gloo group: no device sync) after every step, so all ranks stop at the same step
+  whichever got the signal. The previous handlers are restored when the run ends; in
+  another thread than the main one none is installed (Ctrl-C behaves as without the loop).
 
-Letters used in shape comments: N steps in a window, M metrics.
+Letters used in shape comments: N steps in a window, M metrics, K floating tensors.
 """
 
 from __future__ import annotations
@@ -31,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +61,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
@@ -49,14 +69,25 @@ from torch.nn.parallel import DistributedDataParallel
 
 from policies.config import OneRecConfig
 from policies.onerec import OneRecPolicy, build_policy
-from trainers.checkpoint import (
+from trainers.checkpoint import (  # CHECKPOINT_FILE: also taken from here (pretrain, layout)
+    CHECKPOINT_FILE,
     Checkpoint,
     RunRecord,
+    check_shapes,
     config_differences,
+    finite_flags,
+    first_nonfinite,
     read_checkpoint,
     restore_checkpoint,
     run_record,
     save_checkpoint,
+)
+from trainers.guards import (
+    STOP_SIGNALS,
+    TORCHRUN_VARIABLE,
+    StopSignals,
+    TrainingDiverged,
+    TrainingInterrupted,
 )
 from trainers.runtime import (
     MAX_SUFFIX,
@@ -74,7 +105,6 @@ from trainers.schedule import warmup_cosine_schedule
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-CHECKPOINT_FILE = "checkpoint.pt"
 TENSORBOARD_DIR = "tensorboard"
 # Buffers that hold the catalog (item -> codes, side features), not learned weights.
 CATALOG_TABLES = "encoder.items.item_"
@@ -183,13 +213,33 @@ def config_json(config: OneRecConfig) -> dict[str, Any]:
 
 
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> OneRecPolicy:
-    """The policy a training checkpoint holds (its config, weights and item codes), written
-    by pre-training or an online method, in either checkpoint version."""
+    """The policy a training checkpoint (or its run folder) holds: its config, weights and
+    item codes, written by pre-training or an online method, in either checkpoint version.
+
+    The model is built on the meta device first (no memory) and every shape compared with
+    the checkpoint's tensors, so a file whose config asks for a model it does not hold (a
+    huge one) is refused before anything is allocated."""
     checkpoint = read_checkpoint(path)
-    config = OneRecConfig(**json.loads(run_record(checkpoint).model_config))
+    config, skeleton = _model_from_config(checkpoint)
+    check_shapes(checkpoint, skeleton.state_dict())
     policy = build_policy(config, seed=0)
     restore_checkpoint(checkpoint, policy)
     return policy.to(device)
+
+
+def _model_from_config(checkpoint: Checkpoint) -> tuple[OneRecConfig, OneRecPolicy]:
+    """The checkpoint's model config and its model on the meta device; a config that does
+    not build is a ValueError naming the file."""
+    text = run_record(checkpoint).model_config
+    try:
+        config = OneRecConfig(**json.loads(text))
+        return config, build_policy(config, seed=0, device="meta")
+    except (TypeError, ValueError, RuntimeError) as error:  # JSON, fields, sizes
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{checkpoint.path} has a malformed model config ({type(error).__name__}: "
+            f"{cause}); pass a checkpoint written by `onerec-lab pretrain` or `align`"
+        ) from error
 
 
 def reduce_records(records: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -228,8 +278,9 @@ def check_resumable(checkpoint: Checkpoint, record: RunRecord, kind: str, policy
         )
     # The item -> codes and side-feature tables: the checkpoint's would silently replace them.
     tables = [name for name, value in policy.state_dict().items()
-              if name.startswith(CATALOG_TABLES) and not torch.equal(
-                  checkpoint.model[name], value.cpu())]
+              if name.startswith(CATALOG_TABLES) and (name not in checkpoint.model or not
+                                                      torch.equal(checkpoint.model[name],
+                                                                  value.cpu()))]
     if tables:
         raise ValueError(
             f"{path} was trained with other item tables ({', '.join(tables)} differ): resume "
@@ -288,10 +339,12 @@ def run_training(policy: OneRecPolicy, config: LoopConfig, task: TrainingTask,
     from `config.output_dir` when it holds a checkpoint. The learning rate decays to
     `min_lr_rate` x its peak (1: constant after the warm-up)."""
     device = training_device(config)
-    with process_group(backend_for(device)) as (rank, world_size):
+    signals = StopSignals(repeat_raises=TORCHRUN_VARIABLE not in os.environ)
+    with signals, process_group(backend_for(device)) as (rank, world_size):
         # Dropout draws from the global generators: seeded, differently on each rank.
         with seeded_global_rng(config.seed + rank, device), ExitStack() as cleanup:
-            loop = TrainingLoop(policy, config, device, rank, world_size, min_lr_rate, cleanup)
+            loop = TrainingLoop(policy, config, device, rank, world_size, min_lr_rate, cleanup,
+                                signals)
             task.start(loop)
             return loop.run(task)
 
@@ -300,16 +353,26 @@ class TrainingLoop:
     """The skeleton (module docstring): what a task's step calls, and the loop around it."""
 
     def __init__(self, policy: OneRecPolicy, config: LoopConfig, device: torch.device,
-                 rank: int, world_size: int, min_lr_rate: float, cleanup: ExitStack) -> None:
-        """`cleanup` is released when the run ends, also on an error (simulators, ...)."""
+                 rank: int, world_size: int, min_lr_rate: float, cleanup: ExitStack,
+                 signals: StopSignals | None = None) -> None:
+        """`cleanup` is released when the run ends, also on an error (simulators, ...);
+        `signals` says when an interrupt asked to stop (None: nothing does). With several
+        ranks this is a collective (the stop flag's gloo group)."""
         self.policy, self.config, self.cleanup = policy, config, cleanup
         self.device, self.rank, self.world_size = device, rank, world_size
+        self.signals = StopSignals() if signals is None else signals
         policy.to(device).train()
         self.optimizer = build_optimizer(policy, config.learning_rate, config.weight_decay)
         self.scheduler = warmup_cosine_schedule(self.optimizer, config.warmup_steps,
                                                 config.max_steps, min_lr_rate)
         self.path = Path(config.output_dir) / CHECKPOINT_FILE if config.output_dir else None
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none)
         self.ddp = False  # whether DistributedDataParallel averages the gradients
+        # The step's losses that were not finite, summed (0: none; NaN or +-inf: some).
+        self.nonfinite_loss = torch.zeros((), dtype=torch.float64, device=device)
+        # The stop flag crosses ranks on the CPU: a gloo group beside NCCL's.
+        self.stop_group = None if world_size == 1 or dist.get_backend() == "gloo" \
+            else dist.new_group(backend="gloo")
 
     def data_parallel(self, module: nn.Module, find_unused_parameters: bool) -> nn.Module:
         """`module` wrapped in DistributedDataParallel under torchrun (it then averages the
@@ -322,6 +385,9 @@ class TrainingLoop:
     def update(self, loss: Tensor) -> Update:
         """One optimizer step on `loss` (module docstring)."""
         policy = self.policy
+        value = loss.detach().to(self.device, torch.float64).reshape(())
+        # Noted before backward, read at the window's end (`_check_finite`): no sync here.
+        self.nonfinite_loss += torch.where(torch.isfinite(value), 0.0, value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.world_size > 1 and not self.ddp:
@@ -350,22 +416,30 @@ class TrainingLoop:
             if record.rng:  # version-1 online checkpoints hold none (they had no dropout)
                 set_rng_state(record.rng, self.device)
             history, start_step = list(record.history), checkpoint.step
+            self.saved_step = start_step
         writes = self.rank == 0 and self.path is not None
         progress = ProgressReport(task.label, config.max_steps, start_step, config.logging_steps,
                                   config.progress and self.rank == 0)
         window: list[tuple[int, Metrics]] = []  # (step, this rank's metrics) since the last write
+        nonfinite_losses: list[Tensor] = []  # each window step's `nonfinite_loss`
         seconds = 0.0  # this run's training time
         with ExitStack() as closing:
             closing.enter_context(progress)
             writer = self._writer(closing, task, start_step) if writes else None
+            stop = self._stop_signal()  # one received while setting up
+            if stop is not None:
+                raise self._interrupted(start_step, stop)
             window_start = time.perf_counter()
             for step in range(start_step + 1, config.max_steps + 1):
+                self.nonfinite_loss = torch.zeros((), dtype=torch.float64, device=self.device)
                 metrics = task.step(step, self)
                 window.append((step, {**metrics,
                                       "charts/learning_rate": self.scheduler.get_last_lr()[0]}))
+                nonfinite_losses.append(self.nonfinite_loss)
                 progress.advance()
-                last = step == config.max_steps
-                if step % config.logging_steps == 0 or step % config.save_steps == 0 or last:
+                stop = self._stop_signal()
+                save = step % config.save_steps == 0 or step == config.max_steps or stop is not None
+                if save or step % config.logging_steps == 0:
                     window_seconds = time.perf_counter() - window_start
                     seconds += window_seconds
                     records = self._reduce(window)
@@ -376,16 +450,74 @@ class TrainingLoop:
                             writer.add_scalar(name, value, step)
                     for (record_step, _), record in zip(window, records, strict=True):
                         progress.show(record_step, task.progress_text(record, scalars))
+                    self._check_finite([record_step for record_step, _ in window],
+                                       nonfinite_losses)
                     window.clear()
+                    nonfinite_losses.clear()
                     window_start = time.perf_counter()
-                if self.path is not None and (step % config.save_steps == 0 or last):
+                if self.path is not None and save:
                     saving_started = time.perf_counter()
                     if writes:
                         save_checkpoint(self.path, self.policy, self.optimizer, self.scheduler,
                                         step, self._record(task, settings, history)._asdict())
+                    self.saved_step = step
                     window_start += time.perf_counter() - saving_started  # not training time
+                if stop is not None:
+                    raise self._interrupted(step, stop)
         return TrainingResult(history, max(start_step, config.max_steps), start_step, seconds,
                               self.world_size, None if self.path is None else str(self.path))
+
+    def _stop_signal(self) -> str | None:
+        """The name of the signal that asked this run to stop, on any rank (None: none); with
+        several ranks a collective (an all-reduce on the CPU), so all stop at one step."""
+        received = self.signals.received
+        if self.world_size == 1:
+            return received
+        names = [number.name for number in STOP_SIGNALS]
+        code = torch.tensor([0 if received is None else names.index(received) + 1])
+        dist.all_reduce(code, op=dist.ReduceOp.MAX, group=self.stop_group)
+        return None if int(code) == 0 else names[int(code) - 1]
+
+    def _check_finite(self, steps: Sequence[int], nonfinite_losses: Sequence[Tensor]) -> None:
+        """TrainingDiverged when a loss of the window's `steps` or a weight is not finite on
+        any rank (a collective with several ranks; one host sync)."""
+        _, finite = finite_flags(self.policy.state_dict())
+        weights = torch.zeros((), device=self.device) if finite is None else (~finite).any()
+        flags = torch.cat([torch.stack(list(nonfinite_losses)),
+                           weights.to(torch.float64).reshape(1)])  # (N + 1,)
+        if self.world_size > 1:
+            dist.all_reduce(flags)  # a NaN or an infinity on one rank reaches all
+        values = flags.cpu().tolist()
+        for step, value in zip(steps, values[:-1], strict=True):
+            if value != 0:  # NaN too
+                raise self._diverged(step, f"loss is {value}")
+        if values[-1] != 0:
+            where = first_nonfinite(self.policy.state_dict()) or "on another rank"
+            raise self._diverged(steps[-1], f"the weights are not finite ({where})")
+
+    def _diverged(self, step: int, cause: str) -> TrainingDiverged:
+        rate = f"{self.config.learning_rate:g}".replace("e+", "e")
+        if self.saved_step is not None:
+            kept = f"the last finite checkpoint is kept at {self.path} (step {self.saved_step})"
+        elif self.path is not None:
+            kept = f"no checkpoint was saved (one is saved every {self.config.save_steps} steps)"
+        else:
+            kept = "nothing was saved (no output folder)"
+        return TrainingDiverged(
+            f"training diverged at step {step}: {cause} (learning rate {rate} too high?); "
+            f"{kept}; lower --learning-rate or raise --warmup-steps",
+            step, self.path if self.saved_step is not None else None, self.saved_step)
+
+    def _interrupted(self, step: int, signal_name: str) -> TrainingInterrupted:
+        if self.saved_step is not None:
+            outcome = f"; checkpoint saved to {self.path}: rerun the same command to resume"
+        elif self.path is not None:
+            outcome = " before its first step: rerun the same command to start it"
+        else:
+            outcome = "; nothing was saved (no output folder)"
+        return TrainingInterrupted(f"interrupted at step {step} by {signal_name}{outcome}", step,
+                                   self.path if self.saved_step is not None else None,
+                                   signal_name)
 
     def _writer(self, closing: ExitStack, task: TrainingTask, start_step: int) -> SummaryWriter:
         """TensorBoard's writer, the hyper-parameters written; a resumed run drops the events

@@ -24,7 +24,8 @@ hyper-parameters as text at the start. Checkpoints (`output_dir/checkpoint.pt`, 
 `save_steps` and at the end) hold the model (with its config, so `load_policy` reads them),
 AdamW, the schedule, every step's metrics, the next-token sampler and the frozen reference;
 users and rollout draws are functions of (seed, step, rank), so a resumed run continues the
-same curve.
+same curve. Divergence (`TrainingDiverged`) and interrupts (`TrainingInterrupted`, a
+checkpoint saved at the step boundary) are the loop's, as in pre-training.
 
 Data parallelism (`torchrun`, gloo on CPU, NCCL on GPU): rank r takes its own B users each
 step, gradients are all-reduced (averaged) before the optimizer step and the MoE load counts
@@ -38,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,10 +107,10 @@ class OnlineConfig:
                      "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:  # NaN too: it would diverge at step 1
+            raise ValueError(f"learning_rate must be > 0 and finite, got {self.learning_rate}")
         for name in ("ntp_weight", "max_grad_norm", "weight_decay", "warmup_steps"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.reference not in ("current", "pretrained"):
             raise ValueError(

@@ -21,6 +21,9 @@ layout, `trainers.checkpoint.RunRecord`) hold the model, AdamW, the scheduler, t
 random state (dropout), every step's metrics, the sampler's generator, the token totals and
 the logs' folder (`align` and `evaluate` rebuild the world from it); a run whose
 `output_dir` holds a checkpoint resumes from it and continues the same curve, loss for loss.
+A run whose loss or weights stop being finite (too high a learning rate) stops with
+`TrainingDiverged`, its last finite checkpoint kept; SIGINT / SIGTERM save a checkpoint at
+the step boundary and raise `TrainingInterrupted` (`trainers.guards`).
 
 Data parallelism: under `torchrun` (the RANK / WORLD_SIZE variables are set) each process
 joins a process group (NCCL on CUDA, gloo on CPU), the policy is wrapped in
@@ -34,6 +37,7 @@ Letters in shape comments: L code levels.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,10 +93,10 @@ class PretrainConfig:
         for name in ("max_steps", "per_device_train_batch_size", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:  # NaN too: it would diverge at step 1
+            raise ValueError(f"learning_rate must be > 0 and finite, got {self.learning_rate}")
         for name in ("warmup_steps", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_rate <= 1.0:
             raise ValueError(f"min_lr_rate must be in [0, 1], got {self.min_lr_rate}")
@@ -162,7 +166,9 @@ class NextTokenTask(TrainingTask):
         return {**dataclasses.asdict(self.config), **dataclasses.asdict(self.loop.policy.config)}
 
     def run_metadata(self) -> dict[str, Any]:
-        return {"logs": getattr(self.data, "folder", None)}
+        catalog = getattr(self.data, "catalog_fingerprint", None)  # the logs' world, if known
+        return {"logs": getattr(self.data, "folder", None),
+                **({} if catalog is None else {"catalog": catalog})}
 
     def step(self, step: int, loop: TrainingLoop) -> Metrics:
         batch = self.sampler.next_batch()

@@ -130,6 +130,11 @@ class LoggedExamples:
         path = self.logs.catalog_path
         return None if path is None else str(path.parent.resolve())
 
+    @property
+    def catalog_fingerprint(self) -> str:
+        """The logs' catalog fingerprint (their world), recorded in checkpoints."""
+        return self.logs.catalog_fingerprint
+
     def examples(self, indices: np.ndarray) -> tuple[Context, Tensor]:
         rows = self.rows[indices]
         items = torch.from_numpy(self.logs.slates[rows, self.positions[indices]])  # (B,)

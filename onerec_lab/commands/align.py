@@ -44,8 +44,8 @@ class AlignArgs:
     oracle: bool = False  # an oracle run: the reward may read the simulator's truth (`oracle`)
     logs: str | None = None  # logged sessions (world, co-training data); default: the policy's
     pscore: str | None = None  # fitted P-score folder; default LOGS/pscore, else a quick fit
-    training: OnlineConfig = field(  # the method's config: every field is an option
-        default_factory=lambda: method(DEFAULT_METHOD).make_config(),
+    training: OnlineConfig | None = field(  # the method's config (None: its defaults);
+        default=None,  # on the command line every field of it is an option
         metadata={"hidden": ("output_dir", "progress"),
                   "aliases": {"max_steps": "--steps", "users_per_step": "--users"}})
     eval_users: int = 200  # users of the before / after evaluation (the same users both times)
@@ -62,8 +62,7 @@ class AlignArgs:
         for name in ("eval_users", "eval_requests", "candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        self.training = entry.make_config(self.training if isinstance(
-            self.training, entry.config_class) else None)
+        self.training = entry.make_config(self.training)  # a config of another method: an error
 
 
 def nested_options(options: list[str]) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def nested_options(options: list[str]) -> dict[str, Any]:
 
 def run(args: AlignArgs) -> dict[str, Any]:
     """Evaluate, align, evaluate again; the before / after figures and the last step's."""
-    training = dataclasses.replace(args.training, progress=not args.json)
+    training = dataclasses.replace(args.training, progress=not args.json)  # set by __post_init__
     world = World.open(args.logs, args.policy, args.pscore)
     result = align(world, args.method, args.reward, training, start=args.policy, out=args.out,
                    oracle=args.oracle, candidates=args.candidates,

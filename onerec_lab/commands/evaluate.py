@@ -7,6 +7,7 @@
 `--candidates` items, the top slate_size served, an illegal code served as a blank), or a
 baseline: `random`, `popular`, `cascade` (the world's, beside its logs folder),
 `cascade:PATH`. The world (catalog, pathway lengths) comes
+from envs.files import atomic_write_text
 from the logged sessions (`--logs`, default: the folder the checkpoint was trained on). The
 figures: true watch time per session, session length, behaviour rates, proxy reward of the
 served slates (`--reward`), legality, diversity and catalog coverage (`trainers.evaluate`);
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envs.files import atomic_write_text
 from onerec_lab.experiment import EvaluationConfig, World, evaluate
 from onerec_lab.experiment.evaluation import CASCADE_PREFIX, is_baseline
 from onerec_lab.experiment.layout import RunLayout
@@ -31,7 +33,8 @@ from trainers.evaluate import EVALUATION_SEED, evaluation_markdown
 class EvaluateArgs:
     """Arguments of `onerec-lab evaluate`."""
 
-    policy: str  # a OneRec checkpoint, or random, popular, cascade (the world's), cascade:PATH
+    policy: str  # a OneRec checkpoint (or its run folder), or random, popular, cascade,
+    # cascade:PATH
     users: int = 1000  # sessions evaluated (one simulated user each)
     seed: int = 0  # user i is OneRecSession reset with EVALUATION_SEED + seed + i
     requests: int = 20  # most requests per session
@@ -51,10 +54,10 @@ class EvaluateArgs:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.reward:
             parse_spec(self.reward)
-        if not is_baseline(self.policy) and not Path(self.policy).is_file():
+        if not is_baseline(self.policy) and not Path(self.policy).exists():
             raise ValueError(
-                f"--policy {self.policy!r} is neither a checkpoint file nor one of random, "
-                f"popular, cascade, {CASCADE_PREFIX}PATH"
+                f"--policy {self.policy!r} is neither a checkpoint (its file, or the run folder "
+                f"holding it) nor one of random, popular, cascade, {CASCADE_PREFIX}PATH"
             )
         if is_baseline(self.policy) and self.logs is None:
             raise ValueError(f"--policy {self.policy} needs --logs DIR (the world to evaluate in)")
@@ -73,8 +76,8 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
     if args.out is not None:
         layout = RunLayout(Path(args.out))
         layout.folder.mkdir(parents=True, exist_ok=True)
-        layout.report("evaluation", "json").write_text(json.dumps(result, indent=2))
-        layout.report("evaluation", "md").write_text(
-            f"# onerec-lab evaluate: {args.policy}\n\n"
-            + evaluation_markdown({args.policy: evaluation}))
+        atomic_write_text(layout.report("evaluation", "json"), json.dumps(result, indent=2))
+        atomic_write_text(layout.report("evaluation", "md"),
+                          f"# onerec-lab evaluate: {args.policy}\n\n"
+                          + evaluation_markdown({args.policy: evaluation}))
     return result

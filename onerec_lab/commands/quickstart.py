@@ -22,7 +22,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from onerec_lab.experiment import EvaluationConfig, WorldConfig, build_world, method
+from envs.files import atomic_write_text
+from onerec_lab.experiment import Evaluation, EvaluationConfig, WorldConfig, build_world, method
 from onerec_lab.experiment.pipeline import aligned_run, evaluated
 from onerec_lab.experiment.progress import StageProgress
 from onerec_lab.experiment.world import LOGGED_SESSIONS, PRETRAINING, PSCORE, SEMANTIC_IDS
@@ -94,7 +95,7 @@ def run(args: QuickstartArgs) -> dict[str, Any]:
             line.outcome = event.outcome
         events.append(event)
     report = {
-        "rows": [_row(name, evaluation.to_dict()) for name, evaluation in evaluations.items()],
+        "rows": [_row(name, evaluation) for name, evaluation in evaluations.items()],
         "stages": {event.stage: event.describe() for event in events},
         "stage_seconds": progress.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
@@ -112,16 +113,15 @@ def run(args: QuickstartArgs) -> dict[str, Any]:
     }
     _plot(Path(args.out), report["rows"])
     _write_markdown(Path(args.out) / "report.md", report)
-    (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    atomic_write_text(Path(args.out) / "report.json", json.dumps(report, indent=2, default=str))
     return report
 
 
-def _row(name: str, evaluation: dict[str, Any]) -> dict[str, Any]:
-    row = {"policy": name}
-    for column in TABLE_COLUMNS:
-        value = evaluation.get(column)
-        row[column] = None if value is None else float(value)
-    return row
+def _row(name: str, evaluation: Evaluation) -> dict[str, Any]:
+    """The table's row of one policy (a figure is None where the evaluation has none)."""
+    values = {column: getattr(evaluation, column) for column in TABLE_COLUMNS}
+    return {"policy": name, **{column: None if value is None else float(value)
+                               for column, value in values.items()}}
 
 
 def print_human(report: dict[str, Any]) -> None:
@@ -206,4 +206,4 @@ def _write_markdown(path: Path, report: dict[str, Any]) -> None:
         "",
         "TensorBoard: `tensorboard --logdir " + report["out"] + "`.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -33,8 +33,8 @@ from rewards import (
 class RewardFitArgs:
     """Options of `onerec-lab reward fit`."""
 
-    logs: str  # logged-sessions folder (sessions.npz + catalog.npz from `onerec-lab simulate`)
-    out: str  # folder for the fitted P-score (pscore.pt + pscore.json)
+    logs: str  # logged-sessions folder (`onerec-lab simulate --out DIR`)
+    out: str  # folder for the fitted P-score (pscore.pt)
     fit: PScoreTrainConfig = field(  # the towers' training (--epochs, --seed, ...)
         default_factory=PScoreTrainConfig, metadata={"hidden": ("pareto",)})
     pareto: ParetoConfig = field(  # the fusion-weight search (--pareto-steps, ...); its seed
@@ -68,7 +68,7 @@ def run_fit(args: RewardFitArgs) -> dict[str, Any]:
     config = dataclasses.replace(args.fit, pareto=dataclasses.replace(args.pareto,
                                                                        seed=args.fit.seed))
     fit = fit_pscore(logs, logs.catalog, config)
-    folder = save_pscore(fit.model, args.out, fit.report)
+    folder = save_pscore(fit.model, args.out, fit.report, logs.catalog_fingerprint)
     return {**fit.report, "out": str(folder), "seconds": round(time.perf_counter() - started, 1)}
 
 

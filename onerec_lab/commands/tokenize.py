@@ -9,13 +9,13 @@ residual k-means turns them into codes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch import Tensor
 
 from envs.beauty import load_beauty
-from envs.catalog import CatalogConfig, generate_synthetic_catalog
+from onerec_lab.experiment.world import make_catalog
 from policies.item_embeddings import ItemEmbeddingConfig, consecutive_pairs, train_item_embeddings
 from policies.rq_kmeans import RQKMeansConfig
 from policies.tokenizer import build_semantic_ids
@@ -35,7 +35,8 @@ class TokenizeArgs:
     embedding_steps: int = ItemEmbeddingConfig.steps  # optimiser steps of the embedding training
     iterations: int = RQKMeansConfig.iterations  # k-means iterations per level
     json: bool = False  # print the result as one JSON object
-    out: str | None = None  # save the codec (safetensors) to this path
+    out: str | None = field(default=None, metadata={"output": "file"})  # save the codec
+    # (safetensors) to this file
 
     def __post_init__(self) -> None:
         for name in ("items", "levels", "codebook", "pairs_per_item", "embedding_steps",
@@ -49,21 +50,24 @@ class TokenizeArgs:
             )
 
 
-def _synthetic_embeddings(args: TokenizeArgs, config: ItemEmbeddingConfig) -> tuple[Tensor, str]:
-    catalog = generate_synthetic_catalog(CatalogConfig(num_items=args.items), seed=args.seed)
+def _synthetic_embeddings(args: TokenizeArgs, config: ItemEmbeddingConfig
+                          ) -> tuple[Tensor, str, str | None]:
+    catalog = make_catalog(args.items, args.seed)
     pairs = catalog.coengaged_pairs(args.pairs_per_item * args.items,
                                     np.random.default_rng(args.seed))
     source = (f"synthetic catalog: contrastive on {len(pairs)} co-engaged pairs + "
               "content reconstruction")
-    return train_item_embeddings(args.items, pairs, config, content=catalog.content), source
+    embeddings = train_item_embeddings(args.items, pairs, config, content=catalog.content)
+    return embeddings, source, catalog.fingerprint()
 
 
-def _beauty_embeddings(args: TokenizeArgs, config: ItemEmbeddingConfig) -> tuple[Tensor, str]:
+def _beauty_embeddings(args: TokenizeArgs, config: ItemEmbeddingConfig
+                       ) -> tuple[Tensor, str, str | None]:
     dataset = load_beauty(args.data)
     pairs = consecutive_pairs(dataset.train_sequences)
     source = (f"{args.data}: contrastive on {len(pairs)} consecutive training pairs "
               "(id embeddings, no content)")
-    return train_item_embeddings(dataset.num_items, pairs, config), source
+    return train_item_embeddings(dataset.num_items, pairs, config), source, None
 
 
 def run(args: TokenizeArgs) -> dict:
@@ -71,11 +75,12 @@ def run(args: TokenizeArgs) -> dict:
     embedding_config = ItemEmbeddingConfig(steps=args.embedding_steps, seed=args.seed)
     make_embeddings = _beauty_embeddings if args.data else _synthetic_embeddings
     start = time.perf_counter()
-    embeddings, source = make_embeddings(args, embedding_config)
+    embeddings, source, catalog = make_embeddings(args, embedding_config)
     embedding_seconds = time.perf_counter() - start
     config = RQKMeansConfig(codebook_sizes=(args.codebook,) * args.levels,
                             iterations=args.iterations, balanced=args.balanced, seed=args.seed)
     codec, report, seconds = build_semantic_ids(embeddings, config)
+    codec.catalog_fingerprint = catalog  # the synthetic catalog's identity (None for a file)
     if args.out:
         codec.save(args.out)
     return {

@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onerec_lab.experiment.evaluation import PROXY, evaluate, proxy_reward, reward_names
+from envs.files import atomic_write_text, file_fingerprint
+from onerec_lab.experiment.evaluation import PROXY, evaluate, needs_pscore, proxy_reward
 from onerec_lab.experiment.layout import RunLayout
 from onerec_lab.experiment.methods import method as find_method
-from onerec_lab.experiment.world import World
+from onerec_lab.experiment.world import World, trained_catalog
 from policies.onerec import OneRecPolicy
-from rewards import PScoreModel, RewardModel, parse_spec, truth_terms
+from rewards import PScoreModel, RewardModel, truth_terms
 from trainers.checkpoint import training_metadata
 from trainers.evaluate import Evaluation, EvaluationConfig, evaluation_markdown
 from trainers.pretrain import load_policy, process_rank
@@ -105,8 +106,7 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
     if out is not None:
         settings["output_dir"] = str(out)
     config = entry.make_config(config, **settings)
-    uses_pscore = isinstance(reward, str) and "pscore" in reward_names(parse_spec(reward))
-    resources = world.reward_resources(pscore, uses_pscore)
+    resources = world.reward_resources(pscore, needs_pscore(reward))
     readers = truth_terms(proxy_reward(world, reward, resources["pscore_model"]))
     if readers and not oracle:
         raise ValueError(
@@ -116,7 +116,7 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
             "optimising the truth itself gives"
         )
     if out is not None:
-        _check_same_world(RunLayout(Path(out)), world)
+        _check_same_start(RunLayout(Path(out)), world, _start_record(world, start))
     policy = copy.deepcopy(_policy(world, start))
     measure = None if evaluation is None else (
         lambda: evaluate(world, policy, evaluation, reward, resources["pscore_model"],
@@ -125,6 +125,7 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
     trainer = entry.trainer(
         policy, reward, resources, world.catalog, world.session_config, config, world.examples,
         metadata={"logs": str(world.logs_folder.resolve()), "method": method,
+                  "catalog": world.catalog_fingerprint, **_start_record(world, start),
                   "world": world.fingerprint, "logs_fingerprint": world.logs_fingerprint,
                   "oracle_run": oracle})
     outcome = trainer.train()
@@ -144,12 +145,26 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
 def _policy(world: World, start: OneRecPolicy | str | Path | None) -> OneRecPolicy:
     if start is None:
         return world.pretrained
-    return start if isinstance(start, OneRecPolicy) else load_policy(start)
+    if isinstance(start, OneRecPolicy):
+        return world.check_policy(start, "the policy given")
+    world.check_same_catalog(trained_catalog(start), Path(start), "was trained", "policy")
+    return world.check_policy(load_policy(start), start)
 
 
-def _check_same_world(layout: RunLayout, world: World) -> None:
-    """A checkpoint in `out` trained on other logs would be resumed as if it were this
-    world's (a checkpoint from before fingerprints records none: it is not checked)."""
+def _start_record(world: World, start: OneRecPolicy | str | Path | None) -> dict[str, str]:
+    """The starting checkpoint's path and content hash ({}: a policy object, not a file)."""
+    path = world.pretrained_path if start is None else start
+    if path is None or isinstance(path, OneRecPolicy):
+        return {}
+    path = Path(path)
+    path = RunLayout(path).checkpoint if path.is_dir() else path  # a run folder: its checkpoint
+    return {"start": str(path), "start_sha256": file_fingerprint(path)}
+
+
+def _check_same_start(layout: RunLayout, world: World, start: dict[str, str]) -> None:
+    """A checkpoint in `out` trained on other logs, or from another starting policy, would be
+    resumed as if it were this run's (a checkpoint from before these records has none: it is
+    not checked)."""
     if not layout.checkpoint.is_file():
         return
     recorded = training_metadata(layout.checkpoint)
@@ -159,16 +174,23 @@ def _check_same_world(layout: RunLayout, world: World) -> None:
             f"{recorded.get('logs')}, fingerprint {recorded['logs_fingerprint']}; these logs: "
             f"{world.logs_fingerprint}); pass another output folder"
         )
+    if "start_sha256" in recorded and start \
+            and recorded["start_sha256"] != start["start_sha256"]:
+        raise ValueError(
+            f"{layout.checkpoint} continues a run that started from another policy "
+            f"({recorded['start']}, sha256 {recorded['start_sha256']}) than {start['start']} "
+            f"(sha256 {start['start_sha256']}); pass another output folder (--out)"
+        )
 
 
 def _write_report(layout: RunLayout, result: AlignResult) -> None:
     layout.folder.mkdir(parents=True, exist_ok=True)
-    layout.report("align", "json").write_text(json.dumps(result.to_dict(), indent=2,
-                                                          default=str))
+    atomic_write_text(layout.report("align", "json"),
+                      json.dumps(result.to_dict(), indent=2, default=str))
     lines = [f"# onerec-lab align: {result.method} on `{result.reward}`", ""]
     if result.before is not None and result.after is not None:
         lines.append(evaluation_markdown({"before": result.before,
                                           f"after {result.method}": result.after}))
     if result.warning():
         lines += ["", f"**{result.warning()}**"]
-    layout.report("align", "md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(layout.report("align", "md"), "\n".join(lines) + "\n")

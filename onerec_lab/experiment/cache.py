@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from envs.files import atomic_write_text
 
 MANIFEST_FORMAT = "onerec-lab/stages"
 MANIFEST_VERSION = 1
@@ -106,10 +106,7 @@ class Manifest:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
                    "stages": {name: asdict(record) for name, record in self.records.items()}}
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
-                                         delete=False) as tmp:
-            json.dump(payload, tmp, indent=2, default=str)
-        os.replace(tmp.name, self.path)
+        atomic_write_text(self.path, json.dumps(payload, indent=2, default=str))
 
     def run(self, stage: Stage) -> tuple[StageRecord, StageEvent]:
         """Reuse `stage` or (re)build it (module docstring); its record and what happened."""
@@ -177,13 +174,10 @@ def _read(path: Path) -> dict[str, StageRecord]:
         ) from error
     if isinstance(payload, dict) and "format" not in payload and "stages" not in payload:
         return {}  # the marker of a study world from before manifests: no stage is known
-    if not isinstance(payload, dict) or payload.get("format") != MANIFEST_FORMAT:
-        raise ValueError(
-            f"{path} is not an onerec-lab stage manifest (format {payload.get('format')!r} "
-            f"where {MANIFEST_FORMAT!r} was expected); build into another folder"
-            if isinstance(payload, dict) else
-            f"{path} is not an onerec-lab stage manifest; build into another folder"
-        )
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not an onerec-lab stage manifest (found {found!r} where "
+                         f"{MANIFEST_FORMAT!r} was expected); build into another folder")
     if payload.get("version") != MANIFEST_VERSION:
         raise ValueError(
             f"{path} has manifest version {payload.get('version')!r}; this onerec-lab reads "

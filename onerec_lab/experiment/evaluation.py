@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onerec_lab.experiment.world import World
+from onerec_lab.experiment.world import World, trained_catalog
 from policies.baselines import PopularRecommender, RandomRecommender
 from policies.cascade import CascadeRecommender
 from policies.interface import Recommender
@@ -44,6 +44,7 @@ def recommender(world: World, policy: Policy, candidates: int = 20,
     (served by beam search) or a recommender as it is."""
     slate_size = world.session_config.slate_size
     if isinstance(policy, OneRecPolicy):
+        world.check_policy(policy, "the policy given")
         return OneRecRecommender(policy.cpu(), slate_size, candidates, constrained)
     if not isinstance(policy, (str, Path)):
         return policy
@@ -58,10 +59,12 @@ def recommender(world: World, policy: Policy, candidates: int = 20,
         return CascadeRecommender.load(world.cascade_path)
     if name.startswith(CASCADE_PREFIX):
         return CascadeRecommender.load(name[len(CASCADE_PREFIX):])
-    if not Path(name).is_file():
-        raise ValueError(f"policy {name!r} is neither a checkpoint file nor one of "
-                         f"{', '.join(BASELINES)}, {CASCADE_PREFIX}PATH")
-    return OneRecRecommender(load_policy(name), slate_size, candidates, constrained)
+    if not Path(name).exists():
+        raise ValueError(f"policy {name!r} is neither a checkpoint (its file, or the run folder "
+                         f"holding it) nor one of {', '.join(BASELINES)}, {CASCADE_PREFIX}PATH")
+    world.check_same_catalog(trained_catalog(name), Path(name), "was trained", "--policy")
+    return OneRecRecommender(world.check_policy(load_policy(name), name), slate_size,
+                             candidates, constrained)
 
 
 def proxy_reward(world: World, reward: str | RewardModel | None,
@@ -69,8 +72,12 @@ def proxy_reward(world: World, reward: str | RewardModel | None,
     """The reward a spec names in this world (the world's P-score, or `pscore`)."""
     if reward is None or not isinstance(reward, str):
         return reward
-    uses_pscore = "pscore" in reward_names(parse_spec(reward))
-    return build(reward, **world.reward_resources(pscore, uses_pscore))
+    return build(reward, **world.reward_resources(pscore, needs_pscore(reward)))
+
+
+def needs_pscore(reward: str | RewardModel | None) -> bool:
+    """Whether a spec names the P-score anywhere (a built reward needs nothing more)."""
+    return isinstance(reward, str) and "pscore" in reward_names(parse_spec(reward))
 
 
 def reward_names(combination: Combination) -> set[str]:

@@ -3,8 +3,7 @@
 A world folder (`build_world`, `onerec-lab quickstart --out DIR`):
 
     DIR/world.json                    the manifest: each stage's settings and fingerprint
-    DIR/logs/catalog.npz              the catalog           (envs.logs)
-    DIR/logs/sessions.npz             the logged sessions   (envs.logs)
+    DIR/logs/sessions.npz             the logged sessions and their catalog (envs.logs)
     DIR/logs/codec.safetensors        the semantic IDs      (policies.codec)
     DIR/logs/pscore/                  the fitted P-score    (rewards.pscore)
     DIR/cascade.pt                    the logging policy    (policies.cascade)
@@ -20,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.logs import CATALOG_FILE, SESSIONS_FILE
+from envs.logs import SESSIONS_FILE
 from trainers.pretrain import CHECKPOINT_FILE, TENSORBOARD_DIR
 
 CODEC_FILE = "codec.safetensors"
 MANIFEST_FILE = "world.json"
+PSCORE_FOLDER = "pscore"  # beside the logs: where `reward fit` is told to write
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,6 @@ class WorldLayout:
     def sessions(self) -> Path:
         return self.logs / SESSIONS_FILE
 
-    @property
-    def catalog(self) -> Path:
-        return self.logs / CATALOG_FILE
 
     @property
     def codec(self) -> Path:
@@ -79,7 +76,7 @@ class WorldLayout:
 
     @property
     def pscore(self) -> Path:
-        return self.logs / "pscore"
+        return self.logs / PSCORE_FOLDER
 
     @property
     def cascade(self) -> Path:

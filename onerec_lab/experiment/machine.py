@@ -18,8 +18,3 @@ def hardware_description() -> str:
         f"torch {torch.__version__}"
     )
 
-
-def study_machine(per_worker: bool = False) -> str:
-    """The machine line of a study's result: architecture, Python, torch, torch threads."""
-    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
-            f"1 thread{' per worker' if per_worker else ''}")

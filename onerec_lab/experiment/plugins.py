@@ -18,6 +18,7 @@ naming both origins.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -51,9 +52,9 @@ def load_plugins(plugins: Iterable[str] = (), environment: bool = True,
     importlib.import_module("onerec_lab.experiment.methods")
     imported = []
     for plugin in plugins:
-        if plugin not in _REQUESTED:
-            _REQUESTED.append(plugin)
         imported += _load(plugin)
+        if plugin not in _REQUESTED:  # only a plugin that loaded: workers load it too
+            _REQUESTED.append(plugin)
     if environment:
         for plugin in filter(None, os.environ.get(ENVIRONMENT_VARIABLE, "").split(os.pathsep)):
             imported += _load(plugin.strip())
@@ -71,6 +72,14 @@ def plugins_named(options: list[str]) -> list[str]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--plugin", action="extend", nargs="+", default=[])
     return parser.parse_known_args(options)[0].plugin
+
+
+def load_command_plugins(args_class: type, options: list[str]) -> None:
+    """For a command (or study) whose arguments have a `plugin` field: load the plugins its
+    command line names, then those of the environment and of installed entry points, before
+    its options are built (so a plugin's rewards and methods are known to them)."""
+    if "plugin" in {field.name for field in dataclasses.fields(args_class)}:
+        load_plugins(plugins_named(options))
 
 
 def loaded_plugins() -> tuple[str, ...]:

@@ -144,16 +144,24 @@ def pretrain_policy(
                        prepared.codec_path, prepared.codec_built, time.perf_counter() - started)
 
 
-def _existing_codec(candidates: Sequence[Path], num_items: int) -> tuple[SemanticIdCodec, Path] | None:
-    """The first codec file of `candidates` that exists, checked against the data."""
+def _existing_codec(candidates: Sequence[Path], num_items: int, catalog: str | None,
+                    data: str) -> tuple[SemanticIdCodec, Path] | None:
+    """The first codec file of `candidates` that exists, checked against the data (its item
+    count, and the fingerprint of its catalog when both record one)."""
     existing = [path for path in candidates if path.is_file()]
     if not existing:
         return None
     codec = SemanticIdCodec.load(existing[0])
     if codec.num_items != num_items:
         raise ValueError(
-            f"codec {existing[0]} covers {codec.num_items} items but the data has {num_items}; "
+            f"codec {existing[0]} covers {codec.num_items} items but {data} has {num_items}; "
             "pass the codec built for this catalog, or another output folder to build one"
+        )
+    if None not in (codec.catalog_fingerprint, catalog) and codec.catalog_fingerprint != catalog:
+        raise ValueError(
+            f"codec {existing[0]} was built for another catalog (fingerprint "
+            f"{codec.catalog_fingerprint}) than {data} (fingerprint {catalog}); pass --codec "
+            "FILE built for these logs, or leave it out and pretrain into another --out"
         )
     return codec, existing[0]
 
@@ -161,15 +169,18 @@ def _existing_codec(candidates: Sequence[Path], num_items: int) -> tuple[Semanti
 def _codec(
     settings: CodecSettings, search: Sequence[Path], layout: RunLayout, num_items: int,
     pairs: Callable[[], np.ndarray], seed: int, content: np.ndarray | None = None,
+    catalog: str | None = None, data: str = "the data",
 ) -> tuple[SemanticIdCodec, Path, bool]:
     """(codec, its path, built here?): `settings.codec`, else the first of `search` that
     exists, else item embeddings trained on the co-engaged `pairs()` (P, 2) (and `content`
-    (N, C)), then balanced RQ-Kmeans, saved in the run folder."""
+    (N, C)), then balanced RQ-Kmeans, saved in the run folder. `catalog` is the data's
+    catalog fingerprint (None: none known), which a loaded codec must match and a built one
+    records."""
     candidates = [Path(settings.codec)] if settings.codec is not None else list(search)
     if settings.codec is not None and not candidates[0].is_file():
         raise ValueError(f"codec {settings.codec} does not exist; pass a codec file or leave "
                          "it out to build one")
-    existing = _existing_codec(candidates, num_items)
+    existing = _existing_codec(candidates, num_items, catalog, data)
     if existing is not None:
         return (*existing, False)
     embeddings = train_item_embeddings(
@@ -179,6 +190,7 @@ def _codec(
     quantizer = RQKMeansConfig(codebook_sizes=(settings.codebook,) * LEVELS, balanced=True,
                                seed=seed)
     codec = build_semantic_ids(embeddings, quantizer).codec
+    codec.catalog_fingerprint = catalog
     if process_rank() == 0:  # every rank builds the same codec; one writes it
         codec.save(layout.codec)
     return codec, layout.codec, True
@@ -191,7 +203,7 @@ def logged_data(logs_dir: Path, layout: RunLayout, codec: CodecSettings,
     examples = LoggedExamples(logs, quality_filter, source=f"logs {logs_dir}")
     found = _codec(codec, [logs_dir / CODEC_FILE, layout.codec], layout, logs.catalog.num_items,
                    lambda: consecutive_pairs(positive_sequences(logs, quality_filter)), seed,
-                   logs.catalog.content)
+                   logs.catalog.content, logs.catalog_fingerprint, f"the logs {logs_dir}")
     return PreparedData(examples, *found, *logged_model_settings(logs))
 
 

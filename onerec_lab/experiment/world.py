@@ -28,10 +28,11 @@ import numpy as np
 
 from envs.catalog import Catalog, CatalogConfig, generate_synthetic_catalog
 from envs.kuairand import generate_kuairand_catalog
-from envs.logs import LoggedSessions
+from envs.logs import SESSIONS_FILE, LoggedSessions
 from envs.simulator import SessionConfig
+from onerec_lab.experiment.budget import catalog_memory, check_fits
 from onerec_lab.experiment.cache import Manifest, Stage, StageEvent, combined_fingerprint
-from onerec_lab.experiment.layout import WorldLayout
+from onerec_lab.experiment.layout import PSCORE_FOLDER, WorldLayout
 from onerec_lab.experiment.pretraining import CodecSettings, pretrain_policy
 from onerec_lab.experiment.progress import StageProgress
 from policies.cascade import CascadeConfig, bootstrap_cascade
@@ -82,6 +83,7 @@ class WorldConfig:
 
 def make_catalog(items: int, seed: int, kuairand: str | None = None) -> Catalog:
     """A synthetic catalog of `items` items, or one calibrated on KuaiRand-Pure's CSVs."""
+    check_fits(catalog_memory(items), f"a catalog of {items} items", "lower --items")
     config = CatalogConfig(num_items=items)
     if kuairand is not None:
         return generate_kuairand_catalog(kuairand, config, seed)
@@ -121,13 +123,34 @@ class World:
                     "folder it was pre-trained on)"
                 )
         logs = Path(logs)
-        if pscore is None and (logs / "pscore").is_dir():  # where `reward fit` is told to write
-            pscore = logs / "pscore"
+        if pscore is None and (logs / PSCORE_FOLDER).is_dir():  # where `reward fit` writes
+            pscore = logs / PSCORE_FOLDER
         beside = WorldLayout(logs.parent)  # a world folder's cascade sits beside its logs
         cascade = beside.cascade if logs.name == beside.logs.name and beside.cascade.is_file() \
             else None
-        return cls(logs, pretrained=None if policy is None else Path(policy),
-                   pscore=None if pscore is None else Path(pscore), cascade=cascade)
+        world = cls(logs, pretrained=None if policy is None else Path(policy),
+                    pscore=None if pscore is None else Path(pscore), cascade=cascade)
+        if policy is not None:
+            world.check_same_catalog(trained_catalog(policy), Path(policy), "was trained",
+                                     "--policy")
+        return world
+
+    @property
+    def catalog_fingerprint(self) -> str:
+        """The world's identity: a content hash of its catalog."""
+        return self.logs.catalog_fingerprint
+
+    def check_same_catalog(self, recorded: str | None, artefact: Path, done: str,
+                           option: str) -> None:
+        """Refuse an artefact of another world: one whose recorded catalog fingerprint is not
+        this world's (an artefact from before fingerprints records none: not checked)."""
+        if recorded is None or recorded == self.catalog_fingerprint:
+            return
+        raise ValueError(
+            f"{artefact} {done} in another world (catalog {recorded}) than the logs "
+            f"{self.logs_folder} (catalog {self.catalog_fingerprint}); pass the logs it "
+            f"belongs to (--logs) or a {option} built on these logs"
+        )
 
     @functools.cached_property
     def logs_fingerprint(self) -> str:
@@ -165,14 +188,27 @@ class World:
         if self.pretrained_path is None:
             raise ValueError("this world has no pre-trained policy; open it with a policy "
                              "checkpoint (--policy CKPT)")
-        return load_policy(self.pretrained_path)
+        return self.check_policy(load_policy(self.pretrained_path), self.pretrained_path)
+
+    def check_policy(self, policy: OneRecPolicy, source: Path | str) -> OneRecPolicy:
+        """`policy` when it serves this world's catalog (its item count), else an error."""
+        if policy.config.num_items != self.catalog.num_items:
+            raise ValueError(
+                f"{source} is a policy over {policy.config.num_items} items, and the logs "
+                f"{self.logs_folder} hold a catalog of {self.catalog.num_items}; pass the logs "
+                "it was trained on (--logs) or a policy trained on these logs"
+            )
+        return policy
 
     @functools.cached_property
     def pscore(self) -> PScoreModel:
         """The fitted P-score, or a quick fit on the logs (1 epoch) when the world has none."""
         if self.pscore_path is not None:
             self.pscore_source = str(self.pscore_path)
-            return load_pscore(self.pscore_path)
+            model = load_pscore(self.pscore_path)
+            self.check_same_catalog(model.catalog_fingerprint, self.pscore_path, "was fitted",
+                                    "--pscore")
+            return model
         self.pscore_source = ("fitted quickly on these logs (1 epoch); pass --pscore FOLDER "
                               "from `reward fit`")
         return fit_pscore(self.logs, self.catalog, QUICK_PSCORE).model
@@ -196,6 +232,19 @@ class World:
         if self.manifest is None or name not in self.manifest.records:
             raise ValueError(f"this world has no stage {name!r}")
         return self.manifest.records[name].report
+
+
+def trained_catalog(checkpoint: str | Path) -> str | None:
+    """The catalog fingerprint of the world a checkpoint was trained in: recorded in it, or,
+    for a checkpoint from before fingerprints, that of the logs folder it records (None
+    when neither is known)."""
+    metadata = training_metadata(checkpoint)
+    if metadata.get("catalog") is not None:
+        return metadata["catalog"]
+    logs = metadata.get("logs")
+    if logs is not None and (Path(logs) / SESSIONS_FILE).is_file():
+        return LoggedSessions.load(logs).catalog_fingerprint
+    return None
 
 
 def build_world(config: WorldConfig, folder: str | Path,
@@ -223,7 +272,7 @@ def build_world(config: WorldConfig, folder: str | Path,
         LOGGED_SESSIONS, {"items": config.items, "log_users": config.log_users,
                           "log_requests": config.log_requests,
                           "cascade_steps": config.cascade_steps, "seed": seed},
-        {}, [layout.sessions, layout.catalog, layout.cascade],
+        {}, [layout.sessions, layout.cascade],
         lambda: _logged_sessions(config, catalog(), layout)))
     pretrained = run("pre-training (next-token prediction)", Stage(
         PRETRAINING, {"preset": config.preset, "steps": config.pretrain_steps, "seed": seed},
@@ -265,6 +314,7 @@ def _semantic_ids(config: WorldConfig, catalog: Catalog, layout: WorldLayout) ->
     quantizer = RQKMeansConfig(codebook_sizes=(config.codebook,) * 3, balanced=True,
                                seed=config.seed)
     codec, report, _ = build_semantic_ids(embeddings, quantizer)
+    codec.catalog_fingerprint = catalog.fingerprint()
     layout.logs.mkdir(parents=True, exist_ok=True)
     codec.save(layout.codec)
     return report.to_dict()
@@ -296,5 +346,5 @@ def _fit_pscore(config: WorldConfig, layout: WorldLayout) -> dict[str, Any]:
     logs = LoggedSessions.load(layout.logs)
     fit = fit_pscore(logs, logs.catalog, PScoreTrainConfig(
         epochs=config.pscore_epochs, seed=config.seed, pareto=ParetoConfig(seed=config.seed)))
-    save_pscore_model(fit.model, layout.pscore, fit.report)
+    save_pscore_model(fit.model, layout.pscore, fit.report, logs.catalog_fingerprint)
     return fit.report
