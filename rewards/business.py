@@ -1,10 +1,16 @@
 """Business weighting: per-item multipliers on any reward that decomposes over items.
 
-- Content farms (the report's industrial reward): when the share of flagged items among a
-  slate's shown items (not blank, not repeated) exceeds f, each flagged item's reward
-  becomes alpha * r (0 < alpha <= 1); at or below the threshold nothing changes. Kuaishou
-  saw their exposure fall 9.59% with watch time stable (alpha and f were not published:
-  both are arguments here).
+- Content farms (the report's industrial reward): when the share of flagged items in a
+  slate exceeds f, each flagged item's reward becomes alpha * r (0 < alpha <= 1); at or
+  below the threshold nothing changes. Kuaishou saw their exposure fall 9.59% with watch
+  time stable (alpha and f were not published: both are arguments here). The share is
+  over all S slots, and a slot the simulator does not show (a blank, a repeat) counts
+  against the slate like a flagged one: for a full slate of distinct items this is the
+  report's rule, and it keeps `slate_mean`'s promise that an illegal code or a copy of an
+  earlier item never raises a slate's reward. (Counting shown items only, as before, broke
+  it: blanking one of two flagged items could take the share below f and lift the other's
+  demotion: with items 0 and 2 flagged, alpha 0.1, f 0.4 and format as the inner reward,
+  [0, 2, 4, 5] scored 0.55 and [-1, 2, 4, 5] 0.75; it is now 0.525.)
 - Freshness: items younger than `fresh_days` get (1 + fresh_boost) * r.
 - Long tail: items whose popularity lies below the `long_tail_quantile` of the catalog get
   (1 + long_tail_boost) * r.
@@ -26,6 +32,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from rewards.compose import number_text
 from rewards.protocol import (
     Declared,
     ItemReward,
@@ -72,15 +79,13 @@ class BusinessConfig:
 
     def describe(self) -> str:
         """The arguments that differ from 'off', as spec keywords (alpha and f always)."""
-        parts = [f"alpha={self.alpha:g}", f"f={self.f:g}"]
+        shown = {"alpha": self.alpha, "f": self.f}
         if self.fresh_days and self.fresh_boost:
-            parts += [f"fresh_days={self.fresh_days:g}", f"fresh_boost={self.fresh_boost:g}"]
+            shown.update(fresh_days=self.fresh_days, fresh_boost=self.fresh_boost)
         if self.long_tail_quantile and self.long_tail_boost:
-            parts += [
-                f"long_tail_quantile={self.long_tail_quantile:g}",
-                f"long_tail_boost={self.long_tail_boost:g}",
-            ]
-        return ", ".join(parts)
+            shown.update(long_tail_quantile=self.long_tail_quantile,
+                         long_tail_boost=self.long_tail_boost)
+        return ", ".join(f"{name}={number_text(value)}" for name, value in shown.items())
 
 
 class BusinessWeighting(Declared):
@@ -126,7 +131,8 @@ class BusinessWeighting(Declared):
         flagged = self.flagged[ids] & shown  # (B, S)
         fresh = self.fresh[ids] & shown
         long_tail = self.long_tail[ids] & shown
-        share = flagged.sum(1) / shown.sum(1).clamp(min=1)  # (B,) flagged share of shown items
+        # (B,) share of the S slots that are flagged or not shown (module docstring)
+        share = (flagged | ~shown).sum(1) / items.shape[1]
         demoted = flagged & (share > self.config.f)[:, None]  # (B, S)
         ones = torch.ones(items.shape, device=items.device)
         return (

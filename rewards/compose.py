@@ -62,7 +62,7 @@ class Call:
         """Canonical spec text (positions and spacing dropped)."""
         parts = [arg.text for arg in self.args]
         parts += [
-            f"{key}={value!r}" if isinstance(value, str) else f"{key}={value:g}"
+            f"{key}={value!r}" if isinstance(value, str) else f"{key}={number_text(value)}"
             for key, value in self.kwargs
         ]
         return f"{self.name}({', '.join(parts)})" if parts else self.name
@@ -94,12 +94,22 @@ class Combination:
         return Combination(tuple((weight, call) for call, weight in weights.items()))
 
 
+def number_text(value: float | int, integral: bool = False) -> str:
+    """A number as the spec writes it, exactly: parsing the text gives the same value back
+    (Python's shortest round-trip repr; "%g" rounded to 6 digits, and calls are merged by
+    their text). An int stays an int; with `integral`, a whole float drops its ".0"."""
+    if isinstance(value, int):
+        return str(value)
+    text = repr(float(value))
+    return text[:-2] if integral and text.endswith(".0") else text
+
+
 def format_terms(terms: list[tuple[float, str]]) -> str:
     """`[(1, 'a'), (-0.5, 'b')]` -> 'a - 0.5*b'."""
     text = ""
     for index, (weight, name) in enumerate(terms):
         sign = "-" if weight < 0 else "+"
-        magnitude = "" if abs(weight) == 1 else f"{abs(weight):g}*"
+        magnitude = "" if abs(weight) == 1 else f"{number_text(abs(weight), integral=True)}*"
         if index == 0:
             text = f"{'-' if weight < 0 else ''}{magnitude}{name}"
         else:
@@ -301,8 +311,9 @@ class _Parser:
             sign = -1
         kind, text, position = self.take()
         if kind == "number":
-            value = self.finite(text, position)
-            return sign * (int(value) if value.is_integer() and "." not in text else value)
+            if text.isdigit():  # an int, read exactly (a float would round past 2**53)
+                return sign * int(text)
+            return sign * self.finite(text, position)
         if kind == "string" and sign == 1:
             return text[1:-1]
         shown = "the end of the spec" if kind == "end" else repr(text)

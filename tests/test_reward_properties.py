@@ -7,6 +7,8 @@ seed (so a failure shrinks to a small, reproducible case).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -330,13 +332,14 @@ def test_business_changes_only_flagged_items_above_the_threshold(
     batch: RewardInput, alpha: float, threshold: float
 ) -> None:
     """The content-farm rule multiplies a flagged item's reward by alpha exactly when the
-    flagged share of its slate's shown items exceeds f; every other item keeps its reward,
-    and so does a negative reward (a hated item's engagement): a demotion never raises."""
+    share of its slate's slots that are flagged or not shown (blank, repeat) exceeds f;
+    every other item keeps its reward, and so does a negative reward (a hated item's
+    engagement): a demotion never raises."""
     inner = build("oracle", **RESOURCES)
     business = BusinessWeighting(inner, CATALOG, BusinessConfig(alpha=alpha, f=threshold))
     before, after = inner.item_scores(batch), business.item_scores(batch)
     flagged = torch.as_tensor(CATALOG.content_farm)[batch.items.clamp(min=0)] & batch.shown
-    share = flagged.sum(1) / batch.shown.sum(1).clamp(min=1)
+    share = (flagged | ~batch.shown).sum(1) / batch.items.shape[1]
     demoted = flagged & (share > threshold)[:, None]
     torch.testing.assert_close(after[~demoted], before[~demoted])
     torch.testing.assert_close(
@@ -458,7 +461,41 @@ def test_spec_text_round_trips(terms: list[tuple[float, str]]) -> None:
     again = parse_spec(parsed.text)
     assert [call.text for _, call in again.terms] == [call.text for _, call in parsed.terms]
     for (weight, _), (weight_again, _) in zip(parsed.terms, again.terms, strict=True):
-        assert weight_again == pytest.approx(weight, rel=1e-5, abs=1e-6)
+        assert weight_again == weight  # exactly: the text is the number's shortest repr
+
+
+@SETTINGS
+@given(value=st.one_of(st.floats(allow_nan=False, allow_infinity=False, min_value=0,
+                                 exclude_min=True), st.integers(0, 10**30)))
+def test_numbers_print_exactly_in_spec_text(value: float | int) -> None:
+    """`parse(print(x)) == x` for every finite positive float and every int: calls are
+    merged by their text, so a rounded number would merge different rewards."""
+    call = parse_spec(f"x(n={value!r})").terms[0][1]
+    assert dict(parse_spec(call.text).terms[0][1].kwargs)["n"] == value
+    weight = parse_spec(f"{value!r}*format").terms[0][0]
+    assert parse_spec(parse_spec(f"{value!r}*format").text).terms[0][0] == weight
+
+
+@settings(max_examples=200, deadline=None)  # the share must cross f: a narrow event
+@given(batch=item_batches(), alpha=st.floats(0.05, 1.0), threshold=st.floats(0.0, 0.95),
+       slot=st.integers(0, 100), copy=st.booleans(),
+       inner=st.sampled_from(["format", "pscore", "pscore + 0.5*format"]))
+def test_a_blank_or_a_copy_never_raises_business(batch: RewardInput, alpha: float,
+                                                 threshold: float, slot: int, copy: bool,
+                                                 inner: str) -> None:
+    """README's promise holds under business(...) too: replacing a slot by a blank, or by a
+    copy of the slate's first item, never raises a slate's reward (non-negative inner)."""
+    farms = dataclasses.replace(CATALOG, content_farm=np.arange(CATALOG.num_items) % 2 == 0)
+    reward = BusinessWeighting(build(inner, **RESOURCES), farms,  # every other item flagged
+                               BusinessConfig(alpha=alpha, f=threshold))
+    items = batch.items.clone()
+    column = slot % items.shape[1]
+    if copy and column > 0:
+        items[:, column] = items[:, 0]
+    else:
+        items[:, column] = -1
+    changed = dataclasses.replace(batch, items=items)
+    assert (reward(changed).total <= reward(batch).total + 1e-6).all()
 
 
 @settings(max_examples=200, deadline=None)
