@@ -8,7 +8,8 @@ A command whose arguments have a `plugin` field loads the plugins it names, thos
 ONEREC_LAB_PLUGINS and those of installed entry points before its options are built
 (`onerec_lab.experiment.plugins`), so a plugin's rewards and methods are known to the
 options and their help. A command module may define `nested_options(argv) -> dict` to choose
-the class of a nested config from the options given (`align` takes the chosen method's).
+the class of a nested config from the options given (`align` takes the chosen method's),
+and `exit_code(result) -> int` to fail on what it found (`reward check --properties`).
 
 Errors (`error_line`): bad input (a ValueError, the lab's error type for it) and a file the
 system refuses (OSError) print one line and exit 2; an interrupt exits 130 (a training run
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         human(result)
     else:
         print_result(result, as_json)
-    return 0
+    exit_code = getattr(importlib.import_module(COMMANDS[path].module), "exit_code", None)
+    return 0 if exit_code is None else exit_code(result)  # e.g. 1: a checked property failed
 
 
 if __name__ == "__main__":

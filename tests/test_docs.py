@@ -32,6 +32,7 @@ TINY_OPTIONS = (
     (r"^onerec-lab quickstart", f"{TINY_WORLD} --rsft-steps 1 --ecpo-steps 1 "
                                 "--num-generations 4 --rl-users 4 --eval-users 4 --eval-requests 2"),
     (r"^onerec-lab align", TINY_ALIGN),
+    (r"^onerec-lab reward check --properties", "--examples 5"),
     (r"^onerec-lab reward check", ""),
     (r"^onerec-lab reward fit", "--epochs 1 --pareto-steps 5"),
     (r"^onerec-lab simulate", "--users 30 --requests 3 --items 400"),
@@ -184,6 +185,14 @@ def test_the_readmes_examples_run(tmp_path: Path) -> None:
     assert "rewards/novelty" in novelty["history"][-1]
     assert json.loads((tmp_path / "runs" / "my_grpo" / "align.json").read_text())[
         "method"] == "my_grpo"
+    # "Testing your reward": the contract held on the quickstart world (the command exits 0
+    # only then), and the user's one-line test passes under pytest
+    assert any("reward check --properties" in example for example in ran)
+    checked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "test_my_reward.py"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600, check=False,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert checked.returncode == 0 and "1 passed" in checked.stdout, checked.stdout[-2000:]
     run_markdown(REPO_ROOT / "rewards" / "README.md", tmp_path, REWARDS_PREAMBLE)
 
 

@@ -14,6 +14,7 @@ LAYERS = {
     "envs": 0,
     "policies": 1,
     "rewards": 2,
+    "rewards.testing": 4,  # the property kit: checks a plugin's reward, so loads plugins
     "trainers": 3,
     "onerec_lab.experiment": 4,
     "onerec_lab.args": 4,  # the dataclass -> options helper the layer's users share
