@@ -26,12 +26,12 @@ from envs.files import atomic_write_text, file_fingerprint
 from onerec_lab.experiment.evaluation import PROXY, evaluate, needs_pscore, proxy_reward
 from onerec_lab.experiment.layout import RunLayout
 from onerec_lab.experiment.methods import method as find_method
-from onerec_lab.experiment.world import World, trained_catalog
+from onerec_lab.experiment.world import World
 from policies.onerec import OneRecPolicy
 from rewards import PScoreModel, RewardModel, truth_terms
 from trainers.checkpoint import training_metadata
 from trainers.evaluate import Evaluation, EvaluationConfig, evaluation_markdown
-from trainers.pretrain import load_policy, process_rank
+from trainers.pretrain import process_rank
 
 HACKING_STANDARD_ERRORS = 2.0  # a fall of the truth counts when beyond this many standard errors
 
@@ -147,8 +147,7 @@ def _policy(world: World, start: OneRecPolicy | str | Path | None) -> OneRecPoli
         return world.pretrained
     if isinstance(start, OneRecPolicy):
         return world.check_policy(start, "the policy given")
-    world.check_same_catalog(trained_catalog(start), Path(start), "was trained", "policy")
-    return world.check_policy(load_policy(start), start)
+    return world.policy_at(start)
 
 
 def _start_record(world: World, start: OneRecPolicy | str | Path | None) -> dict[str, str]:

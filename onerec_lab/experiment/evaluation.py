@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onerec_lab.experiment.world import World, trained_catalog
+from onerec_lab.experiment.world import World
 from policies.baselines import PopularRecommender, RandomRecommender
 from policies.cascade import CascadeRecommender
 from policies.interface import Recommender
@@ -25,7 +25,6 @@ from rewards import PScoreModel, RewardModel, build, parse_spec
 from rewards.compose import Combination
 from trainers.evaluate import Evaluation, EvaluationConfig, OneRecRecommender
 from trainers.evaluate import evaluate as simulate_sessions
-from trainers.pretrain import load_policy
 
 PROXY = "pscore + 0.5*format"  # the production-style proxy: P-score plus format validity
 BASELINES = ("random", "popular", "cascade")
@@ -62,9 +61,7 @@ def recommender(world: World, policy: Policy, candidates: int = 20,
     if not Path(name).exists():
         raise ValueError(f"policy {name!r} is neither a checkpoint (its file, or the run folder "
                          f"holding it) nor one of {', '.join(BASELINES)}, {CASCADE_PREFIX}PATH")
-    world.check_same_catalog(trained_catalog(name), Path(name), "was trained", "--policy")
-    return OneRecRecommender(world.check_policy(load_policy(name), name), slate_size,
-                             candidates, constrained)
+    return OneRecRecommender(world.policy_at(name), slate_size, candidates, constrained)
 
 
 def proxy_reward(world: World, reward: str | RewardModel | None,

@@ -190,6 +190,15 @@ class World:
                              "checkpoint (--policy CKPT)")
         return self.check_policy(load_policy(self.pretrained_path), self.pretrained_path)
 
+    def policy_at(self, path: str | Path) -> OneRecPolicy:
+        """The policy of a checkpoint (or run folder), checked against this world: its
+        catalog record and item count. The world's own policy is read once (`pretrained`),
+        as `open` already checked its record."""
+        if self.pretrained_path is not None and Path(path) == self.pretrained_path:
+            return self.pretrained
+        self.check_same_catalog(trained_catalog(path), Path(path), "was trained", "policy")
+        return self.check_policy(load_policy(path), path)
+
     def check_policy(self, policy: OneRecPolicy, source: Path | str) -> OneRecPolicy:
         """`policy` when it serves this world's catalog (its item count), else an error."""
         if policy.config.num_items != self.catalog.num_items:
