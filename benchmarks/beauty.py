@@ -88,6 +88,7 @@ class BeautyBenchArgs:
     data: str = str(BEAUTY)  # Beauty.txt (one line per user: user id, then item ids in order)
     onerec_steps: int | None = None  # OneRec optimiser steps; None = evaluate-offline's 48,000
     sasrec_steps: int | None = None  # SASRec optimiser steps; None = evaluate-offline's 2,000
+    # (in the sweep: the steps of the SASRec whose item table gives one variant its codes)
     seed: int = 0  # seeds embeddings, codes, initialisation, batch order and dropout
     codebook: int = 256  # OneRec codes per level (TIGER's 3 x 256; smaller for smoke tests)
     preset: str | None = None  # OneRec size preset; None = evaluate-offline's default
@@ -171,7 +172,8 @@ def sweep(dataset: SequenceDataset, args: BeautyBenchArgs) -> list[dict[str, Any
         options = dict(overrides)
         codebook = max(2, round(args.codebook * options.pop("codebook_scale", 1.0)))
         settings = OfflineConfig(model="onerec", steps=args.sweep_steps, seed=args.seed,
-                                 codebook=codebook, **options)
+                                 codebook=codebook, code_embedding_steps=args.sasrec_steps,
+                                 **options)
         progress(f"sweep: {name}, {settings.steps:,} steps")
         start = time.perf_counter()
         trained = train_ranker(dataset, settings)

@@ -71,12 +71,13 @@ def test_render_without_a_saved_run_is_a_clear_error(tmp_path: Path) -> None:
         main(["--render", "--results", str(tmp_path)])
 
 
-@pytest.mark.heavy  # twelve variants, one of them trains a 2,000-step SASRec for its codes
+@pytest.mark.heavy  # twelve variants, one of them trains a SASRec (20 steps here) for its codes
 def test_the_sweep_ranks_every_variant_on_validation_only(tmp_path: Path) -> None:
     data = tmp_path / "tiny_beauty.txt"
     write_tiny_beauty(data)
     run_study("beauty", "--data", str(data),
-               "--sweep-steps", "2", "--codebook", "4", "--results", str(tmp_path), timeout=600)
+               "--sweep-steps", "2", "--sasrec-steps", "20", "--codebook", "4",
+               "--results", str(tmp_path), timeout=600)
     rows = json.loads((tmp_path / "beauty_sweep.json").read_text())["results"]
     assert [row["variant"] for row in rows] == list(SWEEP)
     assert all(set(row) >= {"valid", "steps"} and "test" not in row for row in rows)

@@ -150,8 +150,8 @@ def test_split_metrics_rank_the_chosen_split_targets(tmp_path) -> None:
 
 @pytest.mark.parametrize(("model", "split", "options"), [
     ("sasrec", "test", ()), ("onerec", "test", ()), ("onerec", "valid", ()),
-    pytest.param("onerec", "test", ("--code-embeddings", "sasrec", "--item-id-input"),
-                 marks=pytest.mark.heavy),  # trains a 2,000-step SASRec for the codes
+    ("onerec", "test", ("--code-embeddings", "sasrec", "--code-embedding-steps", "20",
+                        "--item-id-input")),
     ("onerec", "test", ("--pair-window", "3")),
     ("onerec", "valid", ("--no-repeat-bias",)),
 ])
@@ -177,6 +177,8 @@ def test_evaluate_offline_command_end_to_end(model: str, split: str, options: tu
         assert report["code_embeddings"] == ("sasrec" if "--code-embeddings" in options
                                              else "infonce")
         assert ("repeat_bias" in report) == ("--no-repeat-bias" not in options)
+        if "--code-embedding-steps" in options:
+            assert report["code_embedding_steps"] == 20
     if "repeat_bias" in report:  # the default's learned offsets, (2, L): 3 steps moved them
         offsets = report["repeat_bias"]["continues"] + report["repeat_bias"]["commits"]
         assert len(offsets) == 8 and any(offset != 0 for offset in offsets)

@@ -69,6 +69,8 @@ class OfflineConfig:
     code_embeddings: Literal["infonce", "sasrec"] = "infonce"  # OneRec codes quantise these
     # item embeddings: InfoNCE's, or the item table of a SASRec trained on the same training
     # split (validation comparison in beauty_sweep.md)
+    code_embedding_steps: int | None = None  # optimiser steps of the SASRec behind
+    # code_embeddings="sasrec"; None = SASRec's default 2,000 (fewer for a tiny dataset)
     pair_window: int = 1  # OneRec: InfoNCE pairs each item with the next `pair_window` items
     item_id_input: bool = False  # OneRec: encoder item tokens also add an item-id embedding
     repeat_bias: bool = True  # OneRec: learned logit offsets for codes that continue or
@@ -83,8 +85,8 @@ class OfflineConfig:
     def __post_init__(self) -> None:
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.model])
-        for name in ("steps", "batch_size", "codebook", "pair_window"):
-            if getattr(self, name) < 1:
+        for name in ("steps", "batch_size", "codebook", "pair_window", "code_embedding_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
@@ -125,8 +127,10 @@ def code_embeddings(dataset: SequenceDataset, settings: OfflineConfig) -> torch.
     """The item embeddings (N, D) that RQ-Kmeans turns into semantic IDs, learnt from the
     training sequences only: InfoNCE over co-engaged pairs, or a SASRec's item table."""
     if settings.code_embeddings == "sasrec":
-        model = train_sasrec(dataset.train_sequences, dataset.num_items,
-                             SASRecConfig(seed=settings.seed))
+        config = SASRecConfig(seed=settings.seed)
+        if settings.code_embedding_steps is not None:
+            config = dataclasses.replace(config, steps=settings.code_embedding_steps)
+        model = train_sasrec(dataset.train_sequences, dataset.num_items, config)
         return model.item_embedding.weight.detach()[:dataset.num_items].float()  # (N, D)
     pairs = consecutive_pairs(dataset.train_sequences, window=settings.pair_window)
     embedding_config = ItemEmbeddingConfig(temperature=settings.embedding_temperature, seed=settings.seed)
@@ -166,6 +170,8 @@ def train_onerec_ranker(dataset: SequenceDataset, settings: OfflineConfig) -> Tr
                "beam": settings.beam, "training_pairs": len(targets),
                "training_targets_in_history": int((histories == targets[:, None]).any(1).sum()),
                "parameters": sum(p.numel() for p in policy.parameters())}
+    if settings.code_embeddings == "sasrec":
+        details["code_embedding_steps"] = settings.code_embedding_steps or SASRecConfig.steps
     if policy.decoder.repeat_bias is not None:
         bias = policy.decoder.repeat_bias.detach().cpu()  # (2, L)
         details["repeat_bias"] = {"continues": [round(float(b), 3) for b in bias[0]],
