@@ -525,19 +525,26 @@ def reward_properties(spec: str, plugin: str | None = None, *, seed: int = 0,
                       max_examples: int = 30, **declared: Any) -> Callable[[], None]:
     """A test function checking the reward `spec` (after loading `plugin`) on
     `KitWorld.small(seed)`: assign it in a test module, `test_mine = reward_properties("mine")`.
-    `declared` are `check_reward`'s optional properties."""
+    `declared` are `check_reward`'s optional properties. pytest's `--reward-examples` and
+    `--reward-seed` (the lab's pytest plugin) override `max_examples` and `seed`."""
 
     def test_reward_properties() -> None:
+        from onerec_lab.pytest_plugin import overridden
+
         if plugin is not None:
             from onerec_lab.experiment.plugins import load_plugins
 
             load_plugins([plugin], environment=False, entry_points=False)
-        world = KitWorld.small(seed)
+        drawn_seed = overridden("seed", seed)
+        world = KitWorld.small(drawn_seed)
         reward = build(spec, **world.resources())
-        results = check_reward(reward, world, max_examples=max_examples, seed=seed, **declared)
+        results = check_reward(reward, world, max_examples=overridden("max_examples", max_examples),
+                               seed=drawn_seed, **declared)
         failed = [result for result in results if not result.held]
-        assert not failed, f"reward {spec!r} broke {len(failed)} propert" \
-            f"{'y' if len(failed) == 1 else 'ies'}:\n\n{failures_report(results)}"
+        if failed:  # raised, not asserted: pytest would rewrite an assert's message
+            raise AssertionError(f"reward {spec!r} broke {len(failed)} propert"
+                                 f"{'y' if len(failed) == 1 else 'ies'}:\n\n"
+                                 f"{failures_report(results)}")
 
     test_reward_properties.__name__ = f"test_reward_properties_{spec}"
     return test_reward_properties

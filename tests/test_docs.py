@@ -189,7 +189,8 @@ def test_the_readmes_examples_run(tmp_path: Path) -> None:
     # only then), and the user's one-line test passes under pytest
     assert any("reward check --properties" in example for example in ran)
     checked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              "test_my_reward.py"], cwd=tmp_path, capture_output=True,
+                              "test_my_reward.py", "--reward-examples", "10"],
+                             cwd=tmp_path, capture_output=True,
                              text=True, timeout=600, check=False,
                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert checked.returncode == 0 and "1 passed" in checked.stdout, checked.stdout[-2000:]
@@ -210,3 +211,25 @@ def test_every_test_the_guarantees_cite_exists() -> None:
     assert [path for path in files if not (REPO_ROOT / path).is_file()] == []
     table = (REPO_ROOT / "tests" / "bad_inputs" / "test_commands.py").read_text()
     assert [case for case in cases if f'Case("{case}"' not in table] == []
+
+
+def test_the_property_table_lists_every_property_and_only_real_ones() -> None:
+    """rewards/README.md's property table: at least 40 rows, one per property; each kit row
+    names a check of `rewards.testing`, each test row a test that exists, and every test of
+    the two property files and every kit check has its row."""
+    from rewards import testing
+
+    section = (REPO_ROOT / "rewards" / "README.md").read_text().split("## Properties", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
+    cited = [re.findall(r"`([\w<>]+)`", row.rsplit("|", 2)[1]) for row in rows]
+    assert len(rows) >= 40 and all(len(names) == 1 for names in cited), rows
+    names = [found[0] for found in cited]
+    assert len(set(names)) == len(names)
+    files = ("test_reward_properties.py", "test_reward_laws.py")
+    defined = {name for file in files for name in
+               re.findall(r"^def (test_\w+)\(", (REPO_ROOT / "tests" / file).read_text(), re.M)}
+    tests = {name for name in names if name.startswith("test_")}
+    assert tests == defined, (sorted(tests - defined), sorted(defined - tests))
+    kit = {function.__name__ for function in testing.CONTRACT} | {
+        testing.slot_order_invariance.__name__, "monotone_in_<fields>", "bounds_<low>_<high>"}
+    assert set(names) - tests == kit

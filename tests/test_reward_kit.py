@@ -4,6 +4,9 @@ deliberately broken reward is caught by the property it breaks, with a counterex
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from onerec_lab.experiment import plugins as plugin_module
 from rewards import REGISTRY, build, register
 from rewards.protocol import shown_slots
 from rewards.testing import KitWorld, check_reward, reward_inputs, reward_properties
+from tests.conftest import REPO_ROOT
 
 EXAMPLES = 20  # per property: the built-ins take about a second each on one core
 
@@ -70,6 +74,8 @@ def test_drawn_inputs_are_valid_batches_of_the_world(data: st.DataObject) -> Non
     ("format", {"slot_order_invariant": True, "bounds": (0.0, 1.0)}),
     ("oracle", {"slot_order_invariant": True, "monotone_in": ("click", "watch_time")}),
     ("pscore", {"slot_order_invariant": True, "bounds": (0.0, 1.0)}),
+    ("business(pscore + 0.5*format, alpha=0.5, f=0.3)",
+     {"slot_order_invariant": True, "bounds": (0.0, 1.5)}),
 ])
 def test_the_built_in_rewards_hold_the_contract(world: KitWorld, spec: str, declared: dict
                                                 ) -> None:
@@ -165,3 +171,45 @@ def test_the_command_fails_with_exit_1_and_the_counterexample(
     assert not rows["repeat_never_raises"]["held"]
     assert "items=" in rows["repeat_never_raises"]["counterexample"]
     assert rows["blank_never_raises"]["held"] and rows["finite"]["held"]
+
+
+FIXTURE_TESTS = '''
+import torch
+from rewards import register
+
+
+@register("kit_fixture_centred")
+def centred():  # depends on the batch: a row alone scores 0, in a batch its deviation
+    return lambda batch: (lambda x: x - x.mean())(batch.shown.float().mean(1))
+
+
+def test_format_holds(reward_check):
+    reward_check("format", slot_order_invariant=True, bounds=(0.0, 1.0))
+
+
+def test_centred_fails(reward_check):
+    reward_check("kit_fixture_centred")
+
+
+def test_the_world(reward_world):
+    assert reward_world.catalog.num_items == 200
+'''
+
+
+def test_the_pytest_plugin_gives_a_fixture_and_the_example_count(tmp_path: Path) -> None:
+    """The lab's pytest11 plugin: `reward_check` passes a sound reward and fails a batch-
+    dependent one with the broken property named; --reward-examples is accepted and a
+    count below 1 is a usage error."""
+    (tmp_path / "test_fixture_use.py").write_text(FIXTURE_TESTS)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+               "test_fixture_use.py", "--reward-examples", "5", "--reward-seed", "0"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    ran = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         check=False, env=environment)
+    assert ran.returncode == 1, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "2 passed" in ran.stdout and "1 failed" in ran.stdout, ran.stdout[-3000:]
+    assert "row_alone_equals_row_in_batch failed" in ran.stdout
+    refused = subprocess.run([*command[:-4], "--reward-examples", "0"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300, check=False,
+                             env=environment)
+    assert refused.returncode == 4 and "--reward-examples must be >= 1" in refused.stderr
