@@ -1,12 +1,13 @@
-"""ECPO against GRPO as the learning rate grows: negative-advantage gradients and outcomes.
+"""ECPO and GBPO against GRPO as the learning rate grows: negative-advantage gradients and
+outcomes.
 
     python -m benchmarks.stability [--preset full|smoke] [--workers N]
 
-From the alignment study's world and pre-trained checkpoint (`benchmarks.study`), GRPO and
-ECPO train on "pscore + 0.5*format" with no gradient clipping (the clip would hide how large
-the gradients get) and the lab's next-token co-training, at each learning rate of
-`learning_rates`, over seeds, in two regimes where the ratio pi / pi_old leaves 1 (the only
-place the two losses differ):
+From the alignment study's world and pre-trained checkpoint (`benchmarks.study`), GRPO,
+ECPO and GBPO (OneRec-V2) train on "pscore + 0.5*format" with no gradient clipping (the clip
+would hide how large the gradients get) and the lab's next-token co-training, at each
+learning rate of `learning_rates`, over seeds, in two regimes where the ratio pi / pi_old
+leaves 1 (where the three losses differ):
 
 - on-policy: pi_old is the policy that sampled the rollout, updated `iterations` times on it;
 - pre-trained reference: pi_old is the frozen pre-trained policy (the report's ablation of the
@@ -14,7 +15,8 @@ place the two losses differ):
 
 Every update charts the factor in front of
 grad log pi on the samples with a negative advantage (`charts/negative_weight_max`: GRPO's
-rho |A| grows with the ratio, ECPO's is capped at (1 + eps + delta) |A|) and the norm of their
+rho |A| grows with the ratio, ECPO's is capped at (1 + eps + delta) |A|, GBPO's at
+|A| pi / (1 - pi), binary cross-entropy's) and the norm of their
 part of the gradient (`charts/negative_grad_norm`); every run is then evaluated in the
 simulator (true watch time per session, legality).
 
@@ -35,7 +37,7 @@ import numpy as np
 from benchmarks.alignment import REWARDS, Task, rl_settings, shared_study, train_cells
 from benchmarks.study import WorldStudyArgs, mean_std, save_study, spread, study_main
 
-LOSSES = ("grpo", "ecpo")
+LOSSES = ("grpo", "ecpo", "gbpo")  # GRPO first: the others are read against it
 REWARD = "pscore+format"
 
 
@@ -140,7 +142,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
     preset = result["preset"]
     shown = preset["curve_learning_rate"]
-    colours = {"grpo": "tab:red", "ecpo": "tab:blue"}
+    colours = {"grpo": "tab:red", "ecpo": "tab:blue", "gbpo": "tab:green"}
     figure, axes = plt.subplots(len(REGIMES) + 1, len(CHARTS),
                                 figsize=(5 * len(CHARTS), 4.3 * (len(REGIMES) + 1)))
     for row, regime in enumerate(REGIMES):
@@ -187,8 +189,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 
 def _reading(result: dict[str, Any]) -> list[str]:
-    """What the table says, computed from it: where ECPO's outcome is above GRPO's, by how
-    many pooled standard deviations, and how far each loss's negative factor went."""
+    """What the table says, computed from it: where ECPO's and GBPO's outcomes are above
+    GRPO's, by how many pooled standard deviations, and how far each loss's negative factor
+    went."""
     lines = []
     for regime in REGIMES:
         for rate in result["preset"]["learning_rates"]:
@@ -197,19 +200,23 @@ def _reading(result: dict[str, Any]) -> list[str]:
 
 
 def _reading_line(result: dict[str, Any], regime: str, rate: float) -> str:
-    grpo, ecpo = (result["table"][_cell(regime, loss, rate)] for loss in LOSSES)
-    watch = {"grpo": grpo["true_watch_time"], "ecpo": ecpo["true_watch_time"]}
-    pooled = float(np.sqrt((watch["grpo"]["std"] ** 2 + watch["ecpo"]["std"] ** 2) / 2))
-    gap = watch["ecpo"]["mean"] - watch["grpo"]["mean"]
-    line = (f"- {regime}, lr {rate:g}: ECPO - GRPO true watch time {gap:+.0f} s/session"
-            + (f" ({gap / pooled:+.1f} pooled std)" if pooled > 0 else ""))
-    return line + (
-        f"; largest factor on a negative sample GRPO {grpo['negative_weight_max']['max']:.1f}, "
-        f"ECPO {ecpo['negative_weight_max']['max']:.1f}; largest A < 0 gradient norm GRPO "
-        f"{grpo['negative_grad_norm_max']['max']:.1f}, ECPO "
-        f"{ecpo['negative_grad_norm_max']['max']:.1f}; largest ratio GRPO "
-        f"{grpo['ratio_max']['max']:.1f}, ECPO {ecpo['ratio_max']['max']:.2f}."
-    )
+    cells = {loss: result["table"][_cell(regime, loss, rate)] for loss in LOSSES}
+    grpo = cells["grpo"]["true_watch_time"]
+    gaps = []
+    for loss in LOSSES[1:]:
+        watch = cells[loss]["true_watch_time"]
+        pooled = float(np.sqrt((grpo["std"] ** 2 + watch["std"] ** 2) / 2))
+        gap = watch["mean"] - grpo["mean"]
+        gaps.append(f"{loss.upper()} - GRPO true watch time {gap:+.0f} s/session"
+                    + (f" ({gap / pooled:+.1f} pooled std)" if pooled > 0 else ""))
+
+    def each(name: str, digits: int) -> str:
+        return ", ".join(f"{loss.upper()} {cells[loss][name]['max']:.{digits}f}"
+                         for loss in LOSSES)
+
+    return (f"- {regime}, lr {rate:g}: {'; '.join(gaps)}; largest factor on a negative sample "
+            f"{each('negative_weight_max', 1)}; largest A < 0 gradient norm "
+            f"{each('negative_grad_norm_max', 1)}; largest ratio {each('ratio_max', 2)}.")
 
 
 def _markdown(result: dict[str, Any], suffix: str) -> str:
@@ -221,7 +228,7 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
             f"{mean_std(f['grad_norm_max'], 2)} |" for name, f in result["table"].items()]
     pretrained = result["pretrained"]
     return "\n".join([
-        "# Stability: ECPO against GRPO as the learning rate grows",
+        "# Stability: ECPO and GBPO against GRPO as the learning rate grows",
         "",
         f"Command: `{result['command']}` ({result['seconds']:.0f} s; {result['machine']}).",
         "",
@@ -234,7 +241,9 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         f"co-training weight {rl['ntp_weight']}, reward `{REWARDS[REWARD]}`, epsilon 0.2, "
         f"delta 0.1 (ECPO's cap 1.3). Mean ± std over seeds {list(preset['seeds'])}; "
         "evaluation on the alignment study's users. \"factor\": |dJ/d log pi_i| x B G on "
-        "samples with a negative advantage (GRPO: rho |A|; ECPO: at most 1.3 |A|); \"A < 0 "
+        "samples with a negative advantage (GRPO: rho |A|; ECPO: at most 1.3 |A|; GBPO: "
+        "|A| pi / max(pi_old, 1 - pi), at most |A| pi / (1 - pi)); GBPO has no clip and "
+        "its \"largest ratio\" is pi / pi'_old; \"A < 0 "
         "gradient\": the norm of those samples' part of the parameter gradient (averaged "
         "over a step's updates); the table shows the largest of each over a run.",
         "",

@@ -117,7 +117,7 @@ def test_the_smoke_stability_study_charts_negative_advantage_gradients(smoke_ali
     root, _ = smoke_alignment
     result = run_stability(smoke(StabilityBenchArgs, root))
     table = result["table"]
-    assert set(table) == {f"{regime}: {loss}, lr 0.01" for regime in ("on-policy", "pre-trained reference") for loss in ("grpo", "ecpo")}
+    assert set(table) == {f"{regime}: {loss}, lr 0.01" for regime in ("on-policy", "pre-trained reference") for loss in ("grpo", "ecpo", "gbpo")}
     for figures in table.values():
         assert 0 <= figures["legality"]["mean"] <= 1
         assert figures["negative_grad_norm_max"]["max"] > 0
@@ -127,4 +127,5 @@ def test_the_smoke_stability_study_charts_negative_advantage_gradients(smoke_ali
     assert table["pre-trained reference: ecpo, lr 0.01"]["ratio_max"]["max"] <= 1.3 + 1e-4
     text = (root / "results" / "stability_smoke.md").read_text()
     assert "| on-policy: grpo, lr 0.01 |" in text and "## Reading" in text
+    assert "| on-policy: gbpo, lr 0.01 |" in text and "GBPO - GRPO true watch time" in text
     assert (root / "results" / "stability_smoke.png").is_file()

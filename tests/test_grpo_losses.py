@@ -154,7 +154,7 @@ def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="keep_fraction"):
         RSFTConfig(keep_fraction=0.0)
     assert GRPOConfig(loss_type="dr_grpo").scale_rewards == "none"  # Dr. GRPO's default
-    assert set(POLICY_LOSSES) == {"grpo", "ecpo", "dr_grpo"}
+    assert set(POLICY_LOSSES) == {"grpo", "ecpo", "dr_grpo", "gbpo"}
 
 
 def test_dpo_loss_matches_its_formula() -> None:

@@ -1,9 +1,11 @@
-"""GRPO, ECPO and Dr. GRPO on OneRec: group-relative advantages and a clipped ratio per item.
+"""GRPO, ECPO, Dr. GRPO and GBPO on OneRec: group-relative advantages, a bounded ratio per item.
 
 For each user the policy proposes G items (`trainers.rollout`), each scored by the reward
 spec; advantages are normalised in the group (`trainers.advantages`) and the loss is the
-`loss_type`'s (`trainers.losses`): `ecpo` (the report's Early Clipped GRPO), `grpo` or
-`dr_grpo`, co-trained with the next-token loss (`trainers.online`).
+`loss_type`'s (`trainers.losses`): `ecpo` (the report's Early Clipped GRPO), `grpo`,
+`dr_grpo` or `gbpo` (OneRec-V2's Gradient-Bounded Policy Optimization: no clip, each sample's
+gradient bounded as binary cross-entropy bounds it), co-trained with the next-token loss
+(`trainers.online`).
 
 The format reward, two ways (PAPER.md, Reward system):
 
@@ -36,15 +38,16 @@ from trainers.group_rewards import FORMAT
 from trainers.losses import POLICY_LOSSES, sample_weights
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
 
-LossType = Literal["grpo", "ecpo", "dr_grpo"]
+LossType = Literal["grpo", "ecpo", "dr_grpo", "gbpo"]
 
 
 @dataclass
 class GRPOConfig(OnlineConfig):
     """GRPO-family settings, named as TRL's GRPOConfig, plus the shared `OnlineConfig`."""
 
-    loss_type: LossType = "ecpo"  # the report's Early Clipped GRPO; "grpo", "dr_grpo" also
-    epsilon: float = 0.2  # clip range of the ratio (TRL's and PPO's default; the report: not given)
+    loss_type: LossType = "ecpo"  # the report's Early Clipped GRPO; "grpo", "dr_grpo", "gbpo"
+    epsilon: float = 0.2  # clip range of the ratio (TRL's and PPO's default; the report: not given;
+    # gbpo does not clip: epsilon, epsilon_high and delta are not used)
     epsilon_high: float | None = None  # upper clip bound 1 + epsilon_high (DAPO); None = epsilon
     delta: float = 0.1  # ECPO's early clip: ratio capped at 1 + epsilon_high + delta (the report's 0.1)
     # Unlike TRL's `delta` (an absolute cap on the ratio with zero gradient beyond it, from
@@ -106,8 +109,16 @@ def grpo_advantages(batch: RolloutBatch, config: GRPOConfig, format_weight: floa
     return Advantages(advantages, in_group | selected.cpu())
 
 
+def loss_options(config: GRPOConfig) -> dict[str, float | None]:
+    """The settings `config.loss_type`'s loss takes (`trainers.losses.POLICY_LOSSES`)."""
+    if config.loss_type == "gbpo":
+        return {}  # no clip: the bound is in pi'_old
+    clip = {"epsilon": config.epsilon, "epsilon_high": config.epsilon_high}
+    return {**clip, "delta": config.delta} if config.loss_type == "ecpo" else clip
+
+
 class GRPOTrainer(OnlineTrainer):
-    """GRPO / ECPO / Dr. GRPO (`config.loss_type`) with next-token co-training."""
+    """GRPO / ECPO / Dr. GRPO / GBPO (`config.loss_type`) with next-token co-training."""
 
     config: GRPOConfig
 
@@ -130,10 +141,9 @@ class GRPOTrainer(OnlineTrainer):
     def loss(self, batch: RolloutBatch, prepared: Advantages) -> tuple[Tensor, dict[str, Tensor]]:
         config, device = self.config, self.device
         log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
-        options = {"delta": config.delta} if config.loss_type == "ecpo" else {}
         output = POLICY_LOSSES[config.loss_type](
-            log_probs, batch.old_log_probs, prepared.advantages.to(device), config.epsilon,
-            config.epsilon_high, mask=prepared.mask.to(device), **options)
+            log_probs, batch.old_log_probs, prepared.advantages.to(device),
+            mask=prepared.mask.to(device), **loss_options(config))
         return output.loss, {
             **self.negative_charts(output.loss, log_probs, prepared),
             "losses/policy": output.loss.detach(),

@@ -117,10 +117,45 @@ def ecpo_loss(
     return PolicyLossOutput(loss, ratio.detach(), clip_fraction, _share(early, mask))
 
 
+def _log_one_minus(log_probs: Tensor) -> Tensor:
+    """log(1 - p) from log p <= 0, accurate at both ends (-inf where p = 1)."""
+    return torch.where(log_probs > -math.log(2), torch.log(-torch.expm1(log_probs)),
+                       torch.log1p(-torch.exp(log_probs)))
+
+
+def gbpo_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    mask: Tensor | None = None,
+) -> PolicyLossOutput:
+    """GBPO, Gradient-Bounded Policy Optimization (OneRec-V2, arXiv 2508.20900, sec. 3.1.2):
+
+        J = 1/G sum_i pi_theta(o_i | u) / pi'_old(o_i | u) * A_i,
+        pi'_old(o_i | u) = max(pi_old, sg(pi_theta))       if A_i >= 0,
+                           max(pi_old, 1 - sg(pi_theta))   if A_i < 0.
+
+    No clipping and no sample dropped. The gradient of a sample is A_i grad pi / pi'_old: for
+    A_i >= 0 at most A_i grad pi / pi (binary cross-entropy with label 1), for A_i < 0 at most
+    |A_i| grad pi / (1 - pi) (label 0), so a negative sample of low probability cannot push
+    with the unbounded force rho |A| of GRPO. `clip_fraction` is the share of counted samples
+    whose bound is active (pi'_old above pi_old); `ratio` is pi_theta / pi'_old.
+    """
+    mask, _ = _check(log_probs, old_log_probs, advantages, mask, 1.0, None)
+    current = log_probs.detach().clamp(max=0.0)  # log pi <= 0 (rounding can cross it)
+    bound = torch.where(advantages >= 0, current, _log_one_minus(current))  # log of sg term
+    log_pi_old_prime = torch.maximum(old_log_probs, bound)
+    ratio = torch.exp(log_probs - log_pi_old_prime)  # (B, G)
+    objective = ratio * advantages
+    loss = -torch.where(mask, objective, 0.0).sum() / objective.numel()
+    return PolicyLossOutput(loss, ratio.detach(), _share(bound > old_log_probs, mask),
+                            torch.zeros(()))
+
+
 def sample_weights(loss: Tensor, log_probs: Tensor) -> Tensor:
     """|d J / d log pi(o_i | u)| x B G for each sample: the factor in front of grad log pi_i in
     the policy gradient (GRPO, A_i < 0, ratio above 1 - eps: rho_i |A_i|, unbounded in rho;
-    ECPO: at most (1 + eps + delta) |A_i|). `loss` () from one of the losses above, computed
+    ECPO: at most (1 + eps + delta) |A_i|; GBPO: at most |A_i| pi_i / (1 - pi_i) for A_i < 0). `loss` () from one of the losses above, computed
     from `log_probs` (B, G); the graph is kept for the caller's backward. Returns (B, G)."""
     (slope,) = torch.autograd.grad(loss, log_probs, retain_graph=True)
     return slope.abs() * slope.numel()
@@ -134,6 +169,7 @@ POLICY_LOSSES: dict[str, Callable[..., PolicyLossOutput]] = {
     "grpo": grpo_loss,
     "dr_grpo": grpo_loss,
     "ecpo": ecpo_loss,
+    "gbpo": gbpo_loss,
 }
 
 

@@ -120,7 +120,8 @@ register_method("rsft", RSFTConfig, summary="RSFT: next-token training on the be
 for _loss_type, _summary in (
         ("grpo", "GRPO: group-relative advantages, PPO-clipped ratio per item"),
         ("ecpo", "ECPO: GRPO with the report's early clipping of pi_old (delta)"),
-        ("dr_grpo", "Dr. GRPO: GRPO without the std scaling of advantages")):
+        ("dr_grpo", "Dr. GRPO: GRPO without the std scaling of advantages"),
+        ("gbpo", "GBPO: OneRec-V2's gradient-bounded ratio, no clip, no sample dropped")):
     register_method(_loss_type, GRPOConfig, {"loss_type": _loss_type}, _summary)(GRPOTrainer)
 register_method("dpo", DPOConfig, summary="DPO on best / worst of N beams (OneRec v1's "
                 "iterative preference alignment)")(DPOTrainer)
