@@ -1,10 +1,16 @@
-"""RSFT, rejection-sampling fine-tuning: keep the best samples, fine-tune by next-token loss.
+"""RSFT, rejection-sampling fine-tuning: keep the best samples, fine-tune by next-token loss;
+and its soft relative, reward-weighted SFT.
 
-Two variants:
+Three variants:
 
 - online (`RSFTTrainer`): for each user the policy proposes G items (beam or sampling), the
   reward spec scores them, the top `keep_fraction` of each group's scorable samples is kept
   and the policy fine-tunes on those by next-token loss (with the shared co-training);
+- reward-weighted (`RWSFTTrainer`, `reward_weights`): every scorable sample is kept, weighted
+  w_i = exp(r_i / lambda) / sum_j exp(r_j / lambda) over the batch (exponential reward-weighted
+  SFT, arXiv 2603.10279: robust to noisy rewards, lambda the knob): lambda -> 0 keeps only the
+  batch's best sample, lambda -> infinity is plain SFT on the policy's own samples; RSFT is
+  the hard-threshold relative (the top fraction per group, weight 1);
 - logged (`LoggedRSFTTrainer`, `top_sessions`, `rsft_examples`): the report's recipe: drop
   the bottom 50% of logged sessions by play duration (total watch time) and pre-train further
   on the high-quality exposures of the rest (the pre-training task on these examples).
@@ -71,6 +77,55 @@ class RSFTTrainer(OnlineTrainer):
         return loss, {"losses/rsft": loss.detach(),
                       "rewards/kept": kept_reward.mean() if kept_reward.numel() else
                       torch.tensor(float("nan"))}
+
+
+@dataclass
+class RWSFTConfig(OnlineConfig):
+    """Reward-weighted SFT settings plus the shared `OnlineConfig`."""
+
+    reward_temperature: float = 0.1  # lambda in exp(r / lambda) (not the sampling
+    # temperature): a P-score + 0.5 format reward spans about 1.5, so 0.1 weighs a sample e^5
+    # times one 0.5 below it (not tuned)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.reward_temperature) and self.reward_temperature > 0):
+            raise ValueError(f"reward_temperature (lambda) must be a positive number, got "
+                             f"{self.reward_temperature}")
+
+
+def reward_weights(rewards: Tensor, scorable: Tensor, temperature: float) -> Tensor:
+    """(B, G) weights exp(r_i / lambda) normalised to sum 1 over the batch's scorable samples
+    (a softmax, computed stably); 0 where not scorable, all 0 if none is."""
+    logits = torch.where(scorable, rewards.double() / temperature, -torch.inf)  # (B, G)
+    if not scorable.any():
+        return torch.zeros_like(rewards)
+    return torch.softmax(logits.flatten(), 0).view_as(rewards).to(rewards.dtype)  # (B, G)
+
+
+class RWSFTTrainer(OnlineTrainer):
+    """Reward-weighted SFT: next-token loss on every scorable sample, weighted exp(r / lambda)
+    normalised over the batch (module docstring)."""
+
+    method = "rwsft"
+    config: RWSFTConfig
+
+    def prepare(self, batch: RolloutBatch) -> Tensor:
+        return reward_weights(batch.rewards.total, batch.rewards.scorable,
+                              self.config.reward_temperature)
+
+    def loss(self, batch: RolloutBatch, prepared: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        weights = prepared.to(self.device)  # (B, G), summing to 1 (or all 0)
+        log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
+        levels = batch.rollout.codes.shape[-1]
+        # Weighted mean cross-entropy per code (the next-token loss, samples weighted).
+        loss = -(weights * torch.where(weights > 0, log_probs, 0.0)).sum() / levels
+        return loss, {"losses/rwsft": loss.detach(),
+                      "charts/weight_max": prepared.max(),
+                      # Kish's effective sample size 1 / sum w^2: B G for uniform weights, 1
+                      # when one sample takes all
+                      "charts/effective_samples": 1.0 / prepared.square().sum().clamp(min=1e-12)
+                      if prepared.sum() > 0 else prepared.new_zeros(())}
 
 
 def top_sessions(logs: LoggedSessions, keep_fraction: float = 0.5) -> np.ndarray:

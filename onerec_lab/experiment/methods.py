@@ -30,7 +30,14 @@ from typing import Any
 from rewards.registry import Origin
 from trainers.dpo import DPOConfig, DPOTrainer
 from trainers.grpo import GRPOConfig, GRPOTrainer
-from trainers.rsft import LoggedRSFTConfig, LoggedRSFTTrainer, RSFTConfig, RSFTTrainer
+from trainers.rsft import (
+    LoggedRSFTConfig,
+    LoggedRSFTTrainer,
+    RSFTConfig,
+    RSFTTrainer,
+    RWSFTConfig,
+    RWSFTTrainer,
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,8 @@ for _loss_type, _summary in (
         ("dr_grpo", "Dr. GRPO: GRPO without the std scaling of advantages"),
         ("gbpo", "GBPO: OneRec-V2's gradient-bounded ratio, no clip, no sample dropped")):
     register_method(_loss_type, GRPOConfig, {"loss_type": _loss_type}, _summary)(GRPOTrainer)
+register_method("rwsft", RWSFTConfig, summary="reward-weighted SFT: next-token training on "
+                "every sample, weighted exp(r / lambda) over the batch")(RWSFTTrainer)
 register_method("dpo", DPOConfig, summary="DPO on best / worst of N beams (OneRec v1's "
                 "iterative preference alignment)")(DPOTrainer)
 register_method("rsft_logs", LoggedRSFTConfig, summary="the report's RSFT on logs: next-token "
