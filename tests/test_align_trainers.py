@@ -26,7 +26,14 @@ from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
 from trainers.pretrain import CHECKPOINT_FILE, load_policy
 from trainers.pretrain_data import LoggedExamples
 from trainers.rollout import SimulatedUsers
-from trainers.rsft import RSFTConfig, RSFTTrainer, rsft_examples, top_sessions
+from trainers.rsft import (
+    RSFTConfig,
+    RSFTTrainer,
+    RWSFTConfig,
+    RWSFTTrainer,
+    rsft_examples,
+    top_sessions,
+)
 
 LOW_CODES = 4  # the toy reward: 1 for an item whose first code is below this (half of 8)
 TOY = "toy_low_first_code"
@@ -69,7 +76,12 @@ METHODS = [
     (GRPOTrainer, GRPOConfig(loss_type="ecpo", **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="grpo", **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="dr_grpo", **FAST)),
+    (GRPOTrainer, GRPOConfig(loss_type="gbpo", **FAST)),
+    (GRPOTrainer, GRPOConfig(loss_type="dapo", **FAST)),
+    (GRPOTrainer, GRPOConfig(loss_type="cispo", importance_sampling_level="sequence",
+                             epsilon_high=5.0, **FAST)),
     (RSFTTrainer, RSFTConfig(**FAST)),
+    (RWSFTTrainer, RWSFTConfig(**FAST)),
     (DPOTrainer, DPOConfig(beta=1.0, **FAST)),
 ]
 
@@ -124,6 +136,21 @@ def test_negative_advantage_charts_bound_ecpo_and_track_grpo(logs: LoggedSession
         largest[loss_type] = max(step["charts/negative_weight_max"] for step in history)
     assert 0 < largest["ecpo"] <= bound + 1e-5
     assert largest["grpo"] > bound, largest
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "sapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_a_trl_loss_type_starts_on_policy_at_ratio_one(loss_type: str, level: str,
+                                                      logs: LoggedSessions,
+                                                      codec: SemanticIdCodec) -> None:
+    """pi_old per code is the policy before the update: at the first update every ratio is
+    1, so the loss is -mean(A) x (sapo: sigmoid(0) 4 / tau = 2 / tau, one tau for both
+    signs here), zero for advantages centred in each group, and the clip is inactive."""
+    config = GRPOConfig(loss_type=loss_type, importance_sampling_level=level, max_steps=1,
+                        sapo_temperature_neg=1.0, **FAST)
+    step = make_trainer(GRPOTrainer, config, logs, codec).train().history[0]
+    assert abs(step["losses/policy"]) < 1e-5 and step["charts/clip_fraction"] == 0.0
+    assert step["charts/ratio_max"] == pytest.approx(1.0, abs=1e-5)
 
 
 class Interrupted(Exception):

@@ -4,8 +4,10 @@ For each user the policy proposes G items (`trainers.rollout`), each scored by t
 spec; advantages are normalised in the group (`trainers.advantages`) and the loss is the
 `loss_type`'s (`trainers.losses`): `ecpo` (the report's Early Clipped GRPO), `grpo`,
 `dr_grpo` or `gbpo` (OneRec-V2's Gradient-Bounded Policy Optimization: no clip, each sample's
-gradient bounded as binary cross-entropy bounds it), co-trained with the next-token loss
-(`trainers.online`).
+gradient bounded as binary cross-entropy bounds it), all with one ratio per item; or one of
+TRL 1.16's loss types `dapo`, `bnpo`, `cispo`, `sapo` (`trainers.trl_losses`: a code is a
+token, an item a sequence, `importance_sampling_level` picks the ratio). Every one is
+co-trained with the next-token loss (`trainers.online`).
 
 The format reward, two ways (PAPER.md, Reward system):
 
@@ -37,8 +39,15 @@ from trainers.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
 from trainers.group_rewards import FORMAT
 from trainers.losses import POLICY_LOSSES, sample_weights
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
+from trainers.trl_losses import (
+    TRL_LOSS_TYPES,
+    ImportanceSamplingLevel,
+    TRLLossSettings,
+    trl_policy_loss,
+)
 
-LossType = Literal["grpo", "ecpo", "dr_grpo", "gbpo"]
+LossType = Literal["grpo", "ecpo", "dr_grpo", "gbpo", "dapo", "bnpo", "cispo", "sapo"]
+LOSS_TYPES: tuple[str, ...] = (*POLICY_LOSSES, *TRL_LOSS_TYPES)
 
 
 @dataclass
@@ -46,12 +55,20 @@ class GRPOConfig(OnlineConfig):
     """GRPO-family settings, named as TRL's GRPOConfig, plus the shared `OnlineConfig`."""
 
     loss_type: LossType = "ecpo"  # the report's Early Clipped GRPO; "grpo", "dr_grpo", "gbpo"
+    # (one ratio per item), or TRL's "dapo", "bnpo", "cispo", "sapo" (trainers.trl_losses)
     epsilon: float = 0.2  # clip range of the ratio (TRL's and PPO's default; the report: not given;
     # gbpo does not clip: epsilon, epsilon_high and delta are not used)
     epsilon_high: float | None = None  # upper clip bound 1 + epsilon_high (DAPO); None = epsilon
+    # (cispo: the absolute cap eps_max on the ratio, as in TRL; ScaleRL recommends 5.0)
     delta: float = 0.1  # ECPO's early clip: ratio capped at 1 + epsilon_high + delta (the report's 0.1)
     # Unlike TRL's `delta` (an absolute cap on the ratio with zero gradient beyond it, from
     # INTELLECT-2), ECPO's keeps a gradient of (1 + eps + delta) |A| there.
+    clip_delta: float | None = None  # TRL's `delta` for dapo / bnpo: the unclipped ratio capped
+    # at clip_delta (> 1); renamed here because `delta` is ECPO's margin; None = off
+    importance_sampling_level: ImportanceSamplingLevel = "token"  # TRL loss types: the ratio of
+    # each code ("token") or of the item ("sequence", GSPO's geometric mean over its codes)
+    sapo_temperature_pos: float = 1.0  # sapo: tau for A > 0 (TRL's default)
+    sapo_temperature_neg: float = 1.05  # sapo: tau for A <= 0 (TRL's default)
     scale_rewards: ScaleRewards | None = None  # "group", "batch", "none"; None = "none" for
     # dr_grpo (Dr. GRPO drops the std), "group" otherwise
     format_selection_k: int = 0  # K > 0: the report's format rule (K random samples, legal ones
@@ -61,10 +78,16 @@ class GRPOConfig(OnlineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss_type not in POLICY_LOSSES:
+        if self.loss_type not in LOSS_TYPES:
             raise ValueError(
-                f"loss_type must be one of {', '.join(POLICY_LOSSES)}, got {self.loss_type!r}"
+                f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}"
             )
+        if self.loss_type in TRL_LOSS_TYPES:
+            self.trl_settings()  # checks clip_delta, the level and the SAPO temperatures
+        elif self.clip_delta is not None or self.importance_sampling_level != "token":
+            raise ValueError(
+                f"clip_delta and importance_sampling_level='sequence' apply to TRL's loss types "
+                f"({', '.join(TRL_LOSS_TYPES)}); {self.loss_type} takes one ratio per item")
         if self.scale_rewards is None:
             self.scale_rewards = "none" if self.loss_type == "dr_grpo" else "group"
         if self.scale_rewards not in SCALE_REWARDS:
@@ -83,12 +106,26 @@ class GRPOConfig(OnlineConfig):
                 f"(samples picked per group), got {self.format_selection_k}"
             )
 
+    def trl_settings(self) -> TRLLossSettings:
+        """The settings of a TRL loss type, in `trainers.trl_losses`' terms."""
+        return TRLLossSettings(self.loss_type, self.importance_sampling_level, self.epsilon,
+                               self.epsilon_high, self.clip_delta, self.sapo_temperature_pos,
+                               self.sapo_temperature_neg)
+
 
 class Advantages(NamedTuple):
     """What a GRPO step keeps of its rollout."""
 
     advantages: Tensor  # (B, G)
     mask: Tensor  # (B, G) bool: samples that take part in the loss
+
+
+class TokenAdvantages(NamedTuple):
+    """What a step of a TRL loss type keeps: the advantages, and pi_old of every code."""
+
+    advantages: Tensor  # (B, G)
+    mask: Tensor  # (B, G) bool
+    old_token_log_probs: Tensor  # (B, G, L)
 
 
 def grpo_advantages(batch: RolloutBatch, config: GRPOConfig, format_weight: float) -> Advantages:
@@ -135,15 +172,36 @@ class GRPOTrainer(OnlineTrainer):
     def method(self) -> str:
         return self.config.loss_type
 
-    def prepare(self, batch: RolloutBatch) -> Advantages:
-        return grpo_advantages(batch, self.config, self.scorer.format_weight)
+    def prepare(self, batch: RolloutBatch) -> Advantages | TokenAdvantages:
+        prepared = grpo_advantages(batch, self.config, self.scorer.format_weight)
+        if self.config.loss_type in TRL_LOSS_TYPES:
+            return TokenAdvantages(*prepared, self.old_token_log_probs(batch))
+        return prepared
 
-    def loss(self, batch: RolloutBatch, prepared: Advantages) -> tuple[Tensor, dict[str, Tensor]]:
+    def old_token_log_probs(self, batch: RolloutBatch) -> Tensor:
+        """(B, G, L) log pi_old of each code: the reference's, or the policy's before this
+        step's first update (as the rollout's item log-probs are), in eval mode."""
+        model = self.policy if self.reference is None else self.reference
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model.token_log_probs(batch.context, batch.rollout.codes)
+        finally:
+            model.train(training)
+
+    def loss(self, batch: RolloutBatch, prepared: Advantages | TokenAdvantages
+             ) -> tuple[Tensor, dict[str, Tensor]]:
         config, device = self.config, self.device
-        log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
-        output = POLICY_LOSSES[config.loss_type](
-            log_probs, batch.old_log_probs, prepared.advantages.to(device),
-            mask=prepared.mask.to(device), **loss_options(config))
+        advantages, mask = prepared.advantages.to(device), prepared.mask.to(device)
+        if config.loss_type in TRL_LOSS_TYPES:
+            log_probs = self.policy.token_log_probs(batch.context, batch.rollout.codes)
+            output = trl_policy_loss(log_probs, prepared.old_token_log_probs, advantages,
+                                     config.trl_settings(), mask)  # log_probs (B, G, L)
+        else:
+            log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
+            output = POLICY_LOSSES[config.loss_type](log_probs, batch.old_log_probs, advantages,
+                                                     mask=mask, **loss_options(config))
         return output.loss, {
             **self.negative_charts(output.loss, log_probs, prepared),
             "losses/policy": output.loss.detach(),
@@ -156,23 +214,26 @@ class GRPOTrainer(OnlineTrainer):
         }
 
     def negative_charts(self, loss: Tensor, log_probs: Tensor,
-                        prepared: Advantages) -> dict[str, Tensor]:
+                        prepared: Advantages | TokenAdvantages) -> dict[str, Tensor]:
         """How hard the loss pushes down samples with a negative advantage.
 
         `charts/negative_weight_max`: the largest |d J / d log pi(o_i|u)| x B G over those
         samples, the factor in front of grad log pi_i (GRPO: rho_i |A_i|, unbounded in rho;
-        ECPO: at most (1 + eps + delta) |A_i|). With `log_negative_gradient`,
-        `charts/negative_grad_norm`: the norm of the parameter gradient of their part of the
-        loss, sum_i over them of that factor x grad log pi_i / (B G).
+        ECPO: at most (1 + eps + delta) |A_i|; a TRL loss type: per code, x B G L). With
+        `log_negative_gradient`, `charts/negative_grad_norm`: the norm of the parameter
+        gradient of their part of the loss, sum_i over them of that factor x grad log pi_i
+        / (B G). `log_probs` (B, G), or (B, G, L) per code.
         """
         mask = prepared.mask.to(log_probs.device)
         negative = mask & (prepared.advantages.to(log_probs.device) < 0)  # (B, G)
+        if log_probs.dim() == 3:  # per code: each code of a negative item
+            negative = negative[..., None].expand_as(log_probs)
         if not negative.any():  # every group had one reward: nothing is pushed down
             zero = log_probs.new_zeros(())
             return {"charts/negative_weight_max": zero,
                     **({"charts/negative_grad_norm": zero}
                        if self.config.log_negative_gradient else {})}
-        weights = sample_weights(loss, log_probs)  # (B, G)
+        weights = sample_weights(loss, log_probs)  # the shape of log_probs
         charts = {"charts/negative_weight_max": weights[negative].max()}
         if self.config.log_negative_gradient:
             # Same gradient as the loss's negative-advantage part: sum_i w_i grad log pi_i / (B G)

@@ -128,7 +128,12 @@ for _loss_type, _summary in (
         ("grpo", "GRPO: group-relative advantages, PPO-clipped ratio per item"),
         ("ecpo", "ECPO: GRPO with the report's early clipping of pi_old (delta)"),
         ("dr_grpo", "Dr. GRPO: GRPO without the std scaling of advantages"),
-        ("gbpo", "GBPO: OneRec-V2's gradient-bounded ratio, no clip, no sample dropped")):
+        ("gbpo", "GBPO: OneRec-V2's gradient-bounded ratio, no clip, no sample dropped"),
+        ("dapo", "TRL's dapo: clipped ratio per code (or per item: "
+                 "--importance-sampling-level sequence), summed over codes"),
+        ("bnpo", "TRL's bnpo: dapo's loss normalised by the batch's codes"),
+        ("cispo", "TRL's cispo: the ratio clipped and detached, never the gradient"),
+        ("sapo", "TRL's sapo: a soft sigmoid gate on the ratio instead of a clip")):
     register_method(_loss_type, GRPOConfig, {"loss_type": _loss_type}, _summary)(GRPOTrainer)
 register_method("rwsft", RWSFTConfig, summary="reward-weighted SFT: next-token training on "
                 "every sample, weighted exp(r / lambda) over the batch")(RWSFTTrainer)
