@@ -77,6 +77,8 @@ METHODS = [
     (GRPOTrainer, GRPOConfig(loss_type="grpo", **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="dr_grpo", **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="gbpo", **FAST)),
+    (GRPOTrainer, GRPOConfig(loss_type="ecpo", multi_objective_aggregation="normalize_then_sum",
+                             **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="dapo", **FAST)),
     (GRPOTrainer, GRPOConfig(loss_type="cispo", importance_sampling_level="sequence",
                              epsilon_high=5.0, **FAST)),

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainers.advantages import STD_EPSILON, group_advantages
+from trainers.advantages import STD_EPSILON, group_advantages, normalize_then_sum
 from trainers.grpo import GRPOConfig
 from trainers.losses import POLICY_LOSSES, dpo_loss, ecpo_loss, grpo_loss, sample_weights
 from trainers.rsft import RSFTConfig, keep_top
@@ -181,3 +181,32 @@ def test_rsft_keeps_exactly_the_top_fraction_of_scorable_samples() -> None:
     assert kept.tolist() == [[False, True, False, True],  # the best 2 of 4
                              [True, False, True, False],  # ceil(0.5 x 3) = 2 of 3 scorable
                              [True, True, False, False]]  # ties: the earlier samples
+
+
+def test_normalize_then_sum_by_hand() -> None:
+    """GDPO / TRL's normalize_then_sum: two terms over one group of three (the second has
+    no opinion on sample 3). Term a = 1, 2, 3 -> (-1, 0, 1) / (1 + eps); term b = 0, 2, NaN
+    -> (-1, 1) / (sqrt(2) + eps), none for sample 3; weighted 1 and 0.5, summed, then the
+    sums normalised over the batch."""
+    terms = {"a": torch.tensor([[1.0, 2.0, 3.0]]),
+             "b": torch.tensor([[0.0, 2.0, float("nan")]])}
+    a = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64) / (1 + STD_EPSILON)
+    b = torch.tensor([-1.0, 1.0, 0.0], dtype=torch.float64) / (math.sqrt(2) + STD_EPSILON)
+    summed = a + 0.5 * b
+    expected = (summed - summed.mean()) / (summed.std() + STD_EPSILON)
+    result = normalize_then_sum(terms, {"a": 1.0, "b": 0.5})
+    torch.testing.assert_close(result[0], expected.float())
+
+
+def test_normalize_then_sum_leaves_out_samples_no_term_scores() -> None:
+    terms = {"a": torch.tensor([[1.0, float("nan"), 3.0], [5.0, 5.0, float("nan")]])}
+    result = normalize_then_sum(terms, {"a": 2.0})
+    assert result[0, 1] == 0 and result[1, 2] == 0
+    # a constant group normalises to zeros, so only the first group carries a signal
+    assert result[1, 0] == result[1, 1] and result[0, 0] < result[1, 0] < result[0, 2]
+    with pytest.raises(ValueError, match="same reward terms"):
+        normalize_then_sum(terms, {"b": 1.0})
+    with pytest.raises(ValueError, match="choose one"):
+        GRPOConfig(multi_objective_aggregation="normalize_then_sum", format_selection_k=2)
+    with pytest.raises(ValueError, match="multi_objective_aggregation must be one of"):
+        GRPOConfig(multi_objective_aggregation="sum")

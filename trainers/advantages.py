@@ -15,6 +15,7 @@ Letters used in shape comments: B users (groups), G samples per group.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -73,3 +74,37 @@ def group_advantages(
     lowest = torch.where(mask, rewards, torch.inf).amin(1, keepdim=True)
     constant = highest <= lowest  # (B, 1): exactly 0, not the rounding error of the mean
     return torch.where(mask & ~constant, advantages, 0.0).float()  # (B, G)
+
+
+MultiObjectiveAggregation = Literal["sum_then_normalize", "normalize_then_sum"]
+MULTI_OBJECTIVE_AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum")
+
+
+def normalize_then_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """TRL's `multi_objective_aggregation="normalize_then_sum"` (GDPO): each term is
+    normalised in its group, (r_k - mean_k) / (std_k + STD_EPSILON) over the samples it has an
+    opinion on (NaN = none), the normalised terms are summed with their weights, and the sum
+    is normalised over the whole batch. `terms` name -> (B, G) with NaN for no opinion;
+    returns (B, G) advantages, 0 where no term has an opinion.
+
+    (`"sum_then_normalize"`, TRL's default, is `group_advantages` of the weighted total.)"""
+    if set(terms) != set(weights):
+        raise ValueError(f"terms {sorted(terms)} and weights {sorted(weights)} must name the "
+                         "same reward terms")
+    first = next(iter(terms.values()))
+    total = torch.zeros_like(first, dtype=torch.float64)  # (B, G)
+    scorable = torch.zeros_like(first, dtype=torch.bool)
+    for name, values in terms.items():
+        opinion = ~torch.isnan(values)  # (B, G)
+        counts = opinion.sum(1, keepdim=True)
+        values = torch.where(opinion, values, 0.0).double()
+        mean = values.sum(1, keepdim=True) / counts.clamp(min=1)  # (B, 1)
+        normalised = (values - mean) / (_masked_std(values, opinion, dim=1) + STD_EPSILON)
+        total += torch.where(opinion, weights[name] * normalised, 0.0)
+        scorable |= opinion
+    if not scorable.any():
+        return torch.zeros_like(first, dtype=torch.float32)
+    count = scorable.sum()
+    mean = torch.where(scorable, total, 0.0).sum() / count
+    advantages = (total - mean) / (_masked_std(total, scorable, dim=None) + STD_EPSILON)
+    return torch.where(scorable, advantages, 0.0).float()  # (B, G)

@@ -28,6 +28,7 @@ Letters used in shape comments: B users, G samples per user.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -35,7 +36,14 @@ import torch
 from torch import Tensor
 
 from rewards import format_selection
-from trainers.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
+from trainers.advantages import (
+    MULTI_OBJECTIVE_AGGREGATIONS,
+    SCALE_REWARDS,
+    MultiObjectiveAggregation,
+    ScaleRewards,
+    group_advantages,
+    normalize_then_sum,
+)
 from trainers.group_rewards import FORMAT
 from trainers.losses import POLICY_LOSSES, sample_weights
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
@@ -71,6 +79,9 @@ class GRPOConfig(OnlineConfig):
     sapo_temperature_neg: float = 1.05  # sapo: tau for A <= 0 (TRL's default)
     scale_rewards: ScaleRewards | None = None  # "group", "batch", "none"; None = "none" for
     # dr_grpo (Dr. GRPO drops the std), "group" otherwise
+    multi_objective_aggregation: MultiObjectiveAggregation = "sum_then_normalize"  # TRL's:
+    # the weighted sum normalised per `scale_rewards`, or "normalize_then_sum" (GDPO: each
+    # term normalised in its group, then summed, then normalised over the batch)
     format_selection_k: int = 0  # K > 0: the report's format rule (K random samples, legal ones
     # get the format term's weight as advantage); 0: format is a plain reward term
     log_negative_gradient: bool = False  # also chart the parameter-gradient norm of the
@@ -100,6 +111,14 @@ class GRPOConfig(OnlineConfig):
             )
         if self.delta < 0:
             raise ValueError(f"delta must be >= 0 (ECPO's margin above the clip), got {self.delta}")
+        if self.multi_objective_aggregation not in MULTI_OBJECTIVE_AGGREGATIONS:
+            raise ValueError(f"multi_objective_aggregation must be one of "
+                             f"{MULTI_OBJECTIVE_AGGREGATIONS}, got "
+                             f"{self.multi_objective_aggregation!r}")
+        if self.multi_objective_aggregation == "normalize_then_sum" and self.format_selection_k:
+            raise ValueError("normalize_then_sum normalises every term in its group; the "
+                             "format rule (format_selection_k > 0) takes format out of the "
+                             "group: choose one")
         if not 0 <= self.format_selection_k <= self.num_generations:
             raise ValueError(
                 f"format_selection_k must be in [0, num_generations={self.num_generations}] "
@@ -128,9 +147,16 @@ class TokenAdvantages(NamedTuple):
     old_token_log_probs: Tensor  # (B, G, L)
 
 
-def grpo_advantages(batch: RolloutBatch, config: GRPOConfig, format_weight: float) -> Advantages:
-    """The advantages of a rollout under the format rule of `config` (module docstring)."""
+def grpo_advantages(batch: RolloutBatch, config: GRPOConfig, format_weight: float,
+                    term_weights: Mapping[str, float] | None = None) -> Advantages:
+    """The advantages of a rollout under the format rule and the multi-objective aggregation
+    of `config` (module docstring); `term_weights` (term name -> weight) for
+    normalize_then_sum."""
     rewards = batch.rewards
+    if config.multi_objective_aggregation == "normalize_then_sum":
+        if term_weights is None:
+            raise ValueError("normalize_then_sum needs the weight of every reward term")
+        return Advantages(normalize_then_sum(rewards.terms, term_weights), rewards.scorable)
     if config.format_selection_k == 0:
         return Advantages(
             group_advantages(rewards.total, config.scale_rewards, rewards.scorable),
@@ -173,7 +199,8 @@ class GRPOTrainer(OnlineTrainer):
         return self.config.loss_type
 
     def prepare(self, batch: RolloutBatch) -> Advantages | TokenAdvantages:
-        prepared = grpo_advantages(batch, self.config, self.scorer.format_weight)
+        weights = {term.name: term.weight for term in self.scorer.terms}
+        prepared = grpo_advantages(batch, self.config, self.scorer.format_weight, weights)
         if self.config.loss_type in TRL_LOSS_TYPES:
             return TokenAdvantages(*prepared, self.old_token_log_probs(batch))
         return prepared
