@@ -438,6 +438,22 @@ class SessionSimulator:
         return expected_feedback(self.config.response, self.items, self.state.interest[rows],
                                  self.state.activity[rows], candidates, fatigue)
 
+    def observed_feedback(self, rows: np.ndarray, candidates: np.ndarray,
+                          draws: np.ndarray) -> np.ndarray:
+        """One drawn reaction of users `rows` (R,) to each candidate, each shown alone in the
+        first slot, as production would log an exposure (not the expectation), without
+        changing any state: candidates (R, G) item ids (BLANK gives zeros), draws (R, G, D)
+        uniforms in (0, 1), D = `envs.response.NUM_DRAWS` -> (R, G, F) float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if draws.shape != (*candidates.shape, NUM_DRAWS):
+            raise ValueError(f"draws must be {(*candidates.shape, NUM_DRAWS)}, got {draws.shape}")
+        shown = candidates != BLANK
+        safe = np.maximum(candidates, 0)
+        fatigue = np.take_along_axis(self.state.fatigue[rows], self.items.fatigue_topic[safe], 1)
+        return respond(self.config.response, self.items, self.state.interest[rows],
+                       self.state.activity[rows], safe, shown, np.where(shown, fatigue, 0.0),
+                       draws, positions=np.zeros(candidates.shape[1], dtype=np.int64))
+
 
 DEFAULT_NUM_ITEMS = 5_000  # the envs' default synthetic world: big enough to personalise, CPU-fast
 

@@ -74,7 +74,8 @@ def test_align_prints_the_before_and_after_figures(world: tuple[Path, Path],
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("method", ["rsft", "dpo", "grpo", "gbpo", "rwsft", "dapo", "sapo"])
+@pytest.mark.parametrize("method", ["rsft", "dpo", "grpo", "gbpo", "rwsft", "dapo", "sapo",
+                                    "feedback_rl"])
 def test_every_method_runs_through_the_command(method: str, world: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     _, checkpoint = world
@@ -104,8 +105,8 @@ def test_bad_input_is_a_clear_error(world: tuple[Path, Path], tmp_path: Path) ->
     unknown = _cli("align", "--method", "ppo", "--policy", str(checkpoint), "--out",
                    str(tmp_path))
     assert unknown.returncode == 2 and "unknown method 'ppo'" in unknown.stderr
-    assert ("Known methods: rsft, grpo, ecpo, dr_grpo, gbpo, dapo, bnpo, cispo, sapo, rwsft, "
-            "dpo") in unknown.stderr
+    assert ("Known methods: rsft, grpo, ecpo, dr_grpo, gbpo, dapo, bnpo, cispo, sapo, "
+            "feedback_rl, rwsft, dpo") in unknown.stderr
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="ppo")
     with pytest.raises(ValueError, match="method 'rsft' takes a RSFTConfig, got a GRPOConfig"):

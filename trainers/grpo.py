@@ -198,9 +198,13 @@ class GRPOTrainer(OnlineTrainer):
     def method(self) -> str:
         return self.config.loss_type
 
-    def prepare(self, batch: RolloutBatch) -> Advantages | TokenAdvantages:
+    def advantages(self, batch: RolloutBatch) -> Advantages:
+        """The rollout's advantages (from the reward spec; a subclass may take others)."""
         weights = {term.name: term.weight for term in self.scorer.terms}
-        prepared = grpo_advantages(batch, self.config, self.scorer.format_weight, weights)
+        return grpo_advantages(batch, self.config, self.scorer.format_weight, weights)
+
+    def prepare(self, batch: RolloutBatch) -> Advantages | TokenAdvantages:
+        prepared = self.advantages(batch)
         if self.config.loss_type in TRL_LOSS_TYPES:
             return TokenAdvantages(*prepared, self.old_token_log_probs(batch))
         return prepared

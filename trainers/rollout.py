@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from envs.catalog import Catalog
+from envs.response import NUM_DRAWS
 from envs.simulator import SessionConfig
 from envs.vector_env import OneRecVectorEnv
 from policies.encoder import Context
@@ -106,6 +107,17 @@ class SimulatedUsers:
         alone (`SessionSimulator.expected_feedback`): (B, G, F) float32, 0 for illegal items."""
         rows = np.arange(self.users_per_step)
         feedback = self.env.simulator.expected_feedback(rows, items.cpu().numpy())
+        return torch.as_tensor(feedback, dtype=torch.float32)
+
+    def observed_feedback(self, items: Tensor, generator: torch.Generator) -> Tensor:
+        """One drawn reaction of each current user to each item (B, G), shown alone
+        (`SessionSimulator.observed_feedback`): what production would log of an exposure, not
+        the expectation the oracle reads. Draws come from `generator`. (B, G, F) float32."""
+        rows = np.arange(self.users_per_step)
+        uniforms = torch.rand((*items.shape, NUM_DRAWS), generator=generator,
+                              dtype=torch.float64, device=generator.device)
+        draws = uniforms.cpu().numpy().clip(1e-12, 1 - 1e-12)  # (B, G, D) inside (0, 1)
+        feedback = self.env.simulator.observed_feedback(rows, items.cpu().numpy(), draws)
         return torch.as_tensor(feedback, dtype=torch.float32)
 
     def close(self) -> None:

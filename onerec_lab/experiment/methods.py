@@ -29,6 +29,7 @@ from typing import Any
 
 from rewards.registry import Origin
 from trainers.dpo import DPOConfig, DPOTrainer
+from trainers.feedback_rl import FeedbackRLConfig, FeedbackRLTrainer
 from trainers.grpo import GRPOConfig, GRPOTrainer
 from trainers.rsft import (
     LoggedRSFTConfig,
@@ -135,6 +136,9 @@ for _loss_type, _summary in (
         ("cispo", "TRL's cispo: the ratio clipped and detached, never the gradient"),
         ("sapo", "TRL's sapo: a soft sigmoid gate on the ratio instead of a clip")):
     register_method(_loss_type, GRPOConfig, {"loss_type": _loss_type}, _summary)(GRPOTrainer)
+register_method("feedback_rl", FeedbackRLConfig, summary="OneRec-V2's feedback RL: +1 / -1 "
+                "from the user's observed play time (duration-aware) and hates, GBPO by "
+                "default")(FeedbackRLTrainer)
 register_method("rwsft", RWSFTConfig, summary="reward-weighted SFT: next-token training on "
                 "every sample, weighted exp(r / lambda) over the batch")(RWSFTTrainer)
 register_method("dpo", DPOConfig, summary="DPO on best / worst of N beams (OneRec v1's "
