@@ -32,9 +32,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from policies.encoder import Context
 from rewards import format_selection
 from trainers.advantages import (
     MULTI_OBJECTIVE_AGGREGATIONS,
@@ -47,6 +49,7 @@ from trainers.advantages import (
 from trainers.group_rewards import FORMAT
 from trainers.losses import POLICY_LOSSES, sample_weights
 from trainers.online import OnlineConfig, OnlineTrainer, RolloutBatch
+from trainers.rollout import Rollout, mix_legacy
 from trainers.trl_losses import (
     TRL_LOSS_TYPES,
     ImportanceSamplingLevel,
@@ -86,6 +89,9 @@ class GRPOConfig(OnlineConfig):
     # get the format term's weight as advantage); 0: format is a plain reward term
     log_negative_gradient: bool = False  # also chart the parameter-gradient norm of the
     # negative-advantage samples' part of the loss (one more backward pass per update)
+    legacy_share: float = 0.0  # share of each group's G samples replaced by the logging
+    # policy's top items for the same user (OneRec-V2's legacy exposures; needs the resource
+    # "legacy_policy", the world's cascade in `align`); their pi_old is unknown: sg(pi_theta)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +125,9 @@ class GRPOConfig(OnlineConfig):
             raise ValueError("normalize_then_sum normalises every term in its group; the "
                              "format rule (format_selection_k > 0) takes format out of the "
                              "group: choose one")
+        if not 0 <= self.legacy_share < 1:
+            raise ValueError(f"legacy_share must be in [0, 1) (some samples stay the "
+                             f"policy's), got {self.legacy_share}")
         if not 0 <= self.format_selection_k <= self.num_generations:
             raise ValueError(
                 f"format_selection_k must be in [0, num_generations={self.num_generations}] "
@@ -186,8 +195,15 @@ class GRPOTrainer(OnlineTrainer):
     config: GRPOConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Arguments as `OnlineTrainer`'s, with a `GRPOConfig`."""
+        """Arguments as `OnlineTrainer`'s, with a `GRPOConfig`; `legacy_share > 0` needs
+        `resources["legacy_policy"]` (a `policies.interface.Recommender`)."""
         super().__init__(*args, **kwargs)
+        self.legacy_policy = self.resources.get("legacy_policy")
+        self.legacy_count = round(self.config.legacy_share * self.config.num_generations)
+        if self.config.legacy_share > 0 and self.legacy_policy is None:
+            raise ValueError("legacy_share > 0 mixes in the logging policy's exposures: give "
+                             "it as resources['legacy_policy'] (align does, from the world's "
+                             "cascade)")
         if self.config.format_selection_k and self.scorer.format_weight <= 0:
             raise ValueError(
                 f"format_selection_k={self.config.format_selection_k} needs a format term with a "
@@ -197,6 +213,16 @@ class GRPOTrainer(OnlineTrainer):
     @property
     def method(self) -> str:
         return self.config.loss_type
+
+    def make_rollout(self, context: Context, observation: Mapping[str, np.ndarray],
+                     generator: torch.Generator) -> Rollout:
+        rollout = super().make_rollout(context, observation, generator)
+        if self.legacy_count == 0:
+            return rollout
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        items = self.legacy_policy.recommend(dict(observation), self.legacy_count,
+                                             np.random.default_rng(seed))  # (B, K)
+        return mix_legacy(self.policy, context, rollout, torch.as_tensor(items))
 
     def advantages(self, batch: RolloutBatch) -> Advantages:
         """The rollout's advantages (from the reward spec; a subclass may take others)."""
@@ -225,14 +251,21 @@ class GRPOTrainer(OnlineTrainer):
              ) -> tuple[Tensor, dict[str, Tensor]]:
         config, device = self.config, self.device
         advantages, mask = prepared.advantages.to(device), prepared.mask.to(device)
+        legacy = batch.rollout.legacy  # (B, G): pi_old unknown, taken as sg(pi_theta)
         if config.loss_type in TRL_LOSS_TYPES:
             log_probs = self.policy.token_log_probs(batch.context, batch.rollout.codes)
-            output = trl_policy_loss(log_probs, prepared.old_token_log_probs, advantages,
-                                     config.trl_settings(), mask)  # log_probs (B, G, L)
+            old = prepared.old_token_log_probs
+            if legacy is not None:
+                old = torch.where(legacy.to(device)[..., None], log_probs.detach(), old)
+            output = trl_policy_loss(log_probs, old, advantages, config.trl_settings(),
+                                     mask)  # log_probs (B, G, L)
         else:
             log_probs = self.policy.log_prob(batch.context, batch.rollout.codes)  # (B, G)
-            output = POLICY_LOSSES[config.loss_type](log_probs, batch.old_log_probs, advantages,
-                                                     mask=mask, **loss_options(config))
+            old = batch.old_log_probs
+            if legacy is not None:
+                old = torch.where(legacy.to(device), log_probs.detach(), old)
+            output = POLICY_LOSSES[config.loss_type](log_probs, old, advantages, mask=mask,
+                                                     **loss_options(config))
         return output.loss, {
             **self.negative_charts(output.loss, log_probs, prepared),
             "losses/policy": output.loss.detach(),

@@ -194,6 +194,7 @@ class OnlineTrainer(TrainingTask):
                 "next-token loss; pass ntp_data (LoggedExamples) or set ntp_weight=0"
             )
         self.policy, self.config, self.ntp_data = policy, config, ntp_data
+        self.resources = dict(resources)  # what the rewards and methods may use
         self.scorer = GroupScorer(reward, {"codec": policy.codec, **resources},
                                   config.reward_weights)
         self.reward = self.scorer.spec  # the spec, or a reward object's name (checkpoints)
@@ -261,19 +262,27 @@ class OnlineTrainer(TrainingTask):
         return (f"proxy {record['rewards/proxy']:.4f}, true watch "
                 f"{record['charts/true_watch_time']:.2f} s")
 
+    def make_rollout(self, context: Context, observation: Mapping[str, np.ndarray],
+                     generator: torch.Generator) -> Rollout:
+        """This step's G items per user (a subclass may mix in others, `Rollout.legacy`)."""
+        return generate_group(self.policy, context, self.config.rollout_config(), generator)
+
     def step(self, step: int, loop: TrainingLoop) -> Metrics:
         """One rollout and `num_iterations` updates on it (module docstring)."""
         config, policy, device, users = self.config, self.policy, self.device, self.users
         observation = users.observe(step)
         context = Context.from_observation(observation, device)
         generator = step_generator(config.seed, step, loop.rank, device)
-        rollout = generate_group(policy, context, config.rollout_config(), generator)
+        rollout = self.make_rollout(context, observation, generator)
         rewards = self.scorer(observation, rollout.codes, rollout.items,
                               users.expected_feedback(rollout.items))
         old_log_probs = rollout.log_probs
         if self.reference is not None:
             with torch.no_grad():
                 old_log_probs = self.reference.log_prob(context, rollout.codes)
+        if rollout.legacy is not None:  # the logging policy's samples: pi_old unknown
+            old_log_probs = torch.where(rollout.legacy.to(old_log_probs.device),
+                                        rollout.log_probs.to(old_log_probs.device), old_log_probs)
         batch = RolloutBatch(context, rollout, old_log_probs.detach(), rewards, generator)
         prepared = self.prepare(batch)
         updates: list[dict[str, float]] = []  # each update's losses and charts

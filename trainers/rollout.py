@@ -25,6 +25,7 @@ from torch import Tensor
 from envs.catalog import Catalog
 from envs.response import NUM_DRAWS
 from envs.simulator import SessionConfig
+from envs.spec import BLANK
 from envs.vector_env import OneRecVectorEnv
 from policies.encoder import Context
 from policies.generation import beam_search, sample
@@ -62,6 +63,28 @@ class Rollout(NamedTuple):
     codes: Tensor  # (B, G, L) int64
     items: Tensor  # (B, G) int64, -1 where the codes name no item (illegal)
     log_probs: Tensor  # (B, G) log pi_old(o_i | u), the sum of the item's code log-probs
+    legacy: Tensor | None = None  # (B, G) bool: exposures of the logging policy, pi_old unknown
+
+
+def mix_legacy(policy: OneRecPolicy, context: Context, rollout: Rollout, legacy_items: Tensor
+               ) -> Rollout:
+    """`rollout` with its last K samples per group replaced by the logging policy's items
+    (B, K) for the same users (OneRec-V2's legacy exposures), where it has one (a BLANK keeps
+    the policy's sample). Their log-probabilities are the policy's now, and `legacy` marks
+    them: their pi_old is unknown, so the losses take sg(pi_theta) (ratio 1)."""
+    batch, group = rollout.items.shape
+    keep = group - legacy_items.shape[1]
+    legacy_items = legacy_items.to(rollout.items.device)
+    slots = torch.zeros(batch, group, dtype=torch.bool, device=rollout.items.device)
+    slots[:, keep:] = legacy_items != BLANK  # (B, G)
+    items = rollout.items.clone()
+    items[:, keep:] = torch.where(slots[:, keep:], legacy_items, items[:, keep:])
+    codes = torch.where(slots[..., None], policy.codec.encode(items.clamp(min=0)).to(
+        rollout.codes.device), rollout.codes)  # (B, G, L)
+    with torch.no_grad():
+        now = policy.log_prob(context, codes)  # (B, G)
+    log_probs = torch.where(slots, now, rollout.log_probs)
+    return Rollout(codes, items, log_probs, slots)
 
 
 def generate_group(

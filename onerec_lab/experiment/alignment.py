@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from envs.files import atomic_write_text, file_fingerprint
-from onerec_lab.experiment.evaluation import PROXY, evaluate, needs_pscore, proxy_reward
+from onerec_lab.experiment.evaluation import (
+    PROXY,
+    evaluate,
+    needs_pscore,
+    proxy_reward,
+    recommender,
+)
 from onerec_lab.experiment.layout import RunLayout
 from onerec_lab.experiment.methods import method as find_method
 from onerec_lab.experiment.world import World
@@ -107,6 +113,8 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
         settings["output_dir"] = str(out)
     config = entry.make_config(config, **settings)
     resources = world.reward_resources(pscore, needs_pscore(reward))
+    if getattr(config, "legacy_share", 0) > 0:  # the logging policy's exposures (OneRec-V2)
+        resources["legacy_policy"] = recommender(world, "cascade")
     readers = truth_terms(proxy_reward(world, reward, resources["pscore_model"]))
     if readers and not oracle:
         raise ValueError(
