@@ -53,21 +53,23 @@ def test_mix_legacy_replaces_the_last_samples_and_marks_them(logs, codec) -> Non
     assert (mixed.log_probs[:, [0, 1, 3]] == 0).all()  # the policy's own, untouched
 
 
-@pytest.mark.parametrize("loss_type", ["gbpo", "ecpo", "grpo"])
-def test_legacy_samples_enter_the_group_at_ratio_one(loss_type: str, logs, codec) -> None:
-    """A quarter of each group from the logging policy: it is asked once per step, its items
-    are scored and trained on; against a frozen pre-trained reference the legacy samples
+@pytest.mark.parametrize(("loss_type", "share"), [("gbpo", 0.25), ("ecpo", 0.25),
+                                                  ("grpo", 0.25), ("gbpo", 1.0)])
+def test_legacy_samples_enter_the_group_at_ratio_one(loss_type: str, share: float, logs,
+                                                     codec) -> None:
+    """A quarter of each group (or all of it: V2's feedback RL without on-policy samples)
+    from the logging policy: it is asked once per step, its items are scored and trained on; against a frozen pre-trained reference the legacy samples
     still have ratio 1 (pi_old := sg(pi_theta)), so the largest ratio of a first update is
     1 even where the reference would differ."""
-    legacy = FixedLegacy([3, 5, 11, 13])
-    config = GRPOConfig(loss_type=loss_type, legacy_share=0.25, max_steps=2,
+    legacy = FixedLegacy([3, 5, 11, 13, 17, 19, 23, 29])
+    config = GRPOConfig(loss_type=loss_type, legacy_share=share, max_steps=2,
                         reference="pretrained", **FAST)
     trainer = GRPOTrainer(small_policy(codec), TOY, {"catalog": logs.catalog,
                                                      "legacy_policy": legacy},
                           logs.catalog, SESSIONS, config, LoggedExamples(logs),
                           metadata={"logs": "in memory"})
     history = trainer.train().history
-    assert legacy.calls == 2 and trainer.legacy_count == 2
+    assert legacy.calls == 2 and trainer.legacy_count == round(share * 8)
     assert history[0]["charts/ratio_max"] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -76,7 +78,7 @@ def test_legacy_share_needs_a_logging_policy(logs, codec) -> None:
     with pytest.raises(ValueError, match="legacy_policy"):
         make_trainer(GRPOTrainer, config, logs, codec, reward=TOY)
     with pytest.raises(ValueError, match="legacy_share must be in"):
-        dataclasses.replace(config, legacy_share=1.0)
+        dataclasses.replace(config, legacy_share=1.5)
 
 
 @pytest.mark.parametrize("loss_type", ["gbpo", "grpo", "dapo"])

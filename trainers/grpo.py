@@ -91,7 +91,7 @@ class GRPOConfig(OnlineConfig):
     # negative-advantage samples' part of the loss (one more backward pass per update)
     legacy_share: float = 0.0  # share of each group's G samples replaced by the logging
     # policy's top items for the same user (OneRec-V2's legacy exposures; needs the resource
-    # "legacy_policy", the world's cascade in `align`); their pi_old is unknown: sg(pi_theta)
+    # "legacy_policy", the world's cascade in `align`; 1: those only); pi_old: sg(pi_theta)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -125,9 +125,8 @@ class GRPOConfig(OnlineConfig):
             raise ValueError("normalize_then_sum normalises every term in its group; the "
                              "format rule (format_selection_k > 0) takes format out of the "
                              "group: choose one")
-        if not 0 <= self.legacy_share < 1:
-            raise ValueError(f"legacy_share must be in [0, 1) (some samples stay the "
-                             f"policy's), got {self.legacy_share}")
+        if not 0 <= self.legacy_share <= 1:  # 1: the logging policy's exposures only
+            raise ValueError(f"legacy_share must be in [0, 1], got {self.legacy_share}")
         if not 0 <= self.format_selection_k <= self.num_generations:
             raise ValueError(
                 f"format_selection_k must be in [0, num_generations={self.num_generations}] "
