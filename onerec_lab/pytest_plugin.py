@@ -61,11 +61,11 @@ def reward_check(reward_world: Any) -> Callable[..., None]:
     """`reward_check(spec, **declared)`: the contract and the declared properties of the
     reward `spec` on `reward_world`, failing with each broken property's counterexample."""
     from rewards import build
-    from rewards.testing import check_reward, failures_report
+    from rewards.testing import DEFAULT_EXAMPLES, check_reward, failures_report
 
     def run(spec: str, **declared: Any) -> None:
         reward = build(spec, **reward_world.resources())
-        results = check_reward(reward, reward_world, max_examples=overridden("max_examples", 30),
+        results = check_reward(reward, reward_world, max_examples=overridden("max_examples", DEFAULT_EXAMPLES),
                                seed=overridden("seed", 0), **declared)
         if not all(result.held for result in results):
             pytest.fail(f"reward {spec!r}:\n\n{failures_report(results)}", pytrace=False)

@@ -57,6 +57,7 @@ from rewards.pscore import PScoreConfig, PScoreModel
 from rewards.pscore_train import PScoreTrainConfig, fit_pscore
 from rewards.registry import NamedReward, build
 
+DEFAULT_EXAMPLES = 30  # Hypothesis examples per property of a `reward_properties` test
 TOLERANCE = 1e-5  # absolute and relative: float32 rewards batched differently may round apart
 DRAW_NOTE = re.compile(r"^Draw \d+ \(")  # Hypothesis's note of a labelled draw
 # Hypothesis's phases without "explain": the shrunk example is what a counterexample shows,
@@ -522,7 +523,8 @@ def failures_report(results: Sequence[PropertyResult]) -> str:
 
 
 def reward_properties(spec: str, plugin: str | None = None, *, seed: int = 0,
-                      max_examples: int = 30, **declared: Any) -> Callable[[], None]:
+                      max_examples: int = DEFAULT_EXAMPLES, **declared: Any
+                      ) -> Callable[[], None]:
     """A test function checking the reward `spec` (after loading `plugin`) on
     `KitWorld.small(seed)`: assign it in a test module, `test_mine = reward_properties("mine")`.
     `declared` are `check_reward`'s optional properties. pytest's `--reward-examples` and

@@ -58,9 +58,9 @@ def test_mix_legacy_replaces_the_last_samples_and_marks_them(logs, codec) -> Non
 def test_legacy_samples_enter_the_group_at_ratio_one(loss_type: str, share: float, logs,
                                                      codec) -> None:
     """A quarter of each group (or all of it: V2's feedback RL without on-policy samples)
-    from the logging policy: it is asked once per step, its items are scored and trained on; against a frozen pre-trained reference the legacy samples
-    still have ratio 1 (pi_old := sg(pi_theta)), so the largest ratio of a first update is
-    1 even where the reference would differ."""
+    from the logging policy: it is asked once per step and the run trains. (At a first update
+    the frozen reference equals the policy, so the ratio of 1 checked here holds for every
+    sample; `test_a_legacy_samples_pi_old_is_the_policy_itself` is the test of the rule.)"""
     legacy = FixedLegacy([3, 5, 11, 13, 17, 19, 23, 29])
     config = GRPOConfig(loss_type=loss_type, legacy_share=share, max_steps=2,
                         reference="pretrained", **FAST)
