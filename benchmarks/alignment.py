@@ -9,7 +9,10 @@ users with the TRUE outcome, the proxy "pscore + 0.5*format" beside it. Parts:
 
 1. matrix: {pre-trained, RSFT, GRPO, ECPO, DPO, SB3 PPO over a candidate slate, cascade,
    popular, random} x {pscore, pscore+format, pscore+format+business, oracle}, over seeds;
-   the baselines do not train on a reward, so they have one row each;
+   the baselines do not train on a reward, so they have one row each; the strategies of
+   2025-26 (GBPO, TRL's DAPO, BNPO, CISPO and SAPO, reward-weighted SFT) on pscore+format and
+   oracle, and OneRec-V2's feedback RL once (it learns from the users' reactions, whatever
+   the spec: the row "feedback_rl on user feedback", its proxy charted);
 2. the headline (issue #6): ECPO on "pscore + format" against the pre-trained policy, with
    legality under unconstrained decoding, and ECPO on "pscore" alone (no format reward);
 3. stability: GRPO against ECPO at a large learning rate with several updates per rollout
@@ -40,6 +43,7 @@ from onerec_lab.experiment.evaluation import PROXY
 from onerec_lab.experiment.plugins import load_plugins, loaded_plugins
 from policies.sb3_agent import PPOAgentConfig, PPOSlateRecommender, train_ppo
 from rewards import EnvReward, build, parse_spec, truth_terms
+from trainers.rsft import RWSFTConfig
 
 # Reward designs of the matrix: name -> spec (rewards/README.md).
 REWARDS = {
@@ -49,6 +53,9 @@ REWARDS = {
     "oracle": "oracle",
 }
 METHODS = ("rsft", "grpo", "ecpo", "dpo")  # the lab's online methods in the matrix
+NEW_METHODS = ("gbpo", "dapo", "bnpo", "cispo", "sapo", "rwsft")  # 2025-26, on NEW_REWARDS
+NEW_REWARDS = ("pscore+format", "oracle")
+FEEDBACK = ("feedback_rl", "user feedback")  # (method, the row's reward name)
 FORMAT_SELECTION_K = 4  # the report's format rule (K random samples per group), one variant
 
 
@@ -147,6 +154,12 @@ def _tasks(preset: StudyPreset, skip_ppo: bool, rewards: dict[str, str]) -> list
     tasks = [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online", method,
                   spec, seed, rl_settings(preset), oracle=reward == ORACLE)
              for method in METHODS for reward, spec in rewards.items() for seed in preset.seeds]
+    tasks += [Task(f"{method} on {reward}", f"{method} on {reward}, seed {seed}", "online",
+                   method, REWARDS[reward], seed, rl_settings(preset), oracle=reward == ORACLE)
+              for method in NEW_METHODS for reward in NEW_REWARDS for seed in preset.seeds]
+    tasks += [Task(" on ".join(FEEDBACK), f"{' on '.join(FEEDBACK)}, seed {seed}", "online",
+                   FEEDBACK[0], REWARDS["pscore+format"], seed, rl_settings(preset))
+              for seed in preset.seeds]
     if not skip_ppo:
         tasks += [Task(f"sb3_ppo on {reward}", f"sb3_ppo on {reward}, seed {seed}", "ppo", "ppo",
                        spec, seed, {"total_timesteps": preset.ppo_timesteps},
@@ -322,9 +335,9 @@ def _plot(result: dict[str, Any], results: Path, suffix: str) -> None:
     import matplotlib.pyplot as plt
 
     cells = result["cells"]
-    rewards = list(result["rewards"])
-    strategies = [*METHODS, "sb3_ppo"]
-    figure, axis = plt.subplots(figsize=(12.5, 4.5))
+    rewards = [*result["rewards"], FEEDBACK[1]]
+    strategies = [*METHODS, "sb3_ppo", *NEW_METHODS, FEEDBACK[0]]
+    figure, axis = plt.subplots(figsize=(17, 4.5))
     width = 0.8 / len(rewards)
     for index, reward in enumerate(rewards):
         means, errors, positions = [], [], []
@@ -420,7 +433,11 @@ def _markdown(result: dict[str, Any], suffix: str) -> str:
         f"{result['settings']['format_selection_k']} random samples per group, legal ones get "
         "the format weight as advantage, illegal ones are dropped). SB3 PPO: "
         f"{preset['ppo_timesteps']} requests over 50 retrieved "
-        "candidates. Evaluation: the same "
+        "candidates. The strategies of 2025-26 run on pscore+format and oracle with the same "
+        "settings (GBPO; TRL 1.16's loss types DAPO, BNPO, CISPO, SAPO at token level; "
+        f"reward-weighted SFT, lambda {RWSFTConfig().reward_temperature}); feedback RL "
+        "(GBPO) learns from the simulated users' drawn reactions, duration-shaped, whatever the spec (its proxy is charted). "
+        "Evaluation: the same "
         f"{preset['eval_users']} simulated users for every policy, at most "
         f"{preset['eval_requests']} requests per session, OneRec served by unconstrained beam "
         "search (top 10 of 20 beams; an illegal code is a blank). Cells: mean ± std over "

@@ -32,10 +32,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.alignment import REWARDS, Task, rl_settings, shared_study, train_cells
-from benchmarks.study import WorldStudyArgs, mean_std, save_study, spread, study_main
+from benchmarks.study import (
+    WorldStudyArgs,
+    gap_text,
+    mean_std,
+    save_study,
+    spread,
+    study_main,
+)
 
 LOSSES = ("grpo", "ecpo", "gbpo")  # GRPO first: the others are read against it
 REWARD = "pscore+format"
@@ -201,14 +206,9 @@ def _reading(result: dict[str, Any]) -> list[str]:
 
 def _reading_line(result: dict[str, Any], regime: str, rate: float) -> str:
     cells = {loss: result["table"][_cell(regime, loss, rate)] for loss in LOSSES}
-    grpo = cells["grpo"]["true_watch_time"]
-    gaps = []
-    for loss in LOSSES[1:]:
-        watch = cells[loss]["true_watch_time"]
-        pooled = float(np.sqrt((grpo["std"] ** 2 + watch["std"] ** 2) / 2))
-        gap = watch["mean"] - grpo["mean"]
-        gaps.append(f"{loss.upper()} - GRPO true watch time {gap:+.0f} s/session"
-                    + (f" ({gap / pooled:+.1f} pooled std)" if pooled > 0 else ""))
+    gaps = [f"{loss.upper()} - GRPO true watch time " + gap_text(
+        cells[loss]["true_watch_time"], cells["grpo"]["true_watch_time"], 0, " s/session")
+        for loss in LOSSES[1:]]
 
     def each(name: str, digits: int) -> str:
         return ", ".join(f"{loss.upper()} {cells[loss][name]['max']:.{digits}f}"

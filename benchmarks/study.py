@@ -12,9 +12,10 @@ proxy reward measured beside it.
     policy, history = study.train("ecpo", "pscore + 0.5*format", seed=0, max_steps=30)
     figures = study.evaluate_policy(policy)
 
-Methods are the registry's (`onerec_lab.experiment.methods`: rsft, grpo, ecpo, dr_grpo, dpo
-and any plugin's), with their config fields as keywords. A study keeps its figures as the
-JSON dicts of `trainers.evaluate.Evaluation` (what its result files hold).
+Methods are the registry's (`onerec_lab.experiment.methods`: rsft, rwsft, grpo, ecpo, gbpo,
+dr_grpo, dapo, bnpo, cispo, sapo, feedback_rl, dpo and any plugin's), with their config fields
+as keywords. A study keeps its figures as the JSON dicts of `trainers.evaluate.Evaluation`
+(what its result files hold).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from onerec_lab.args import add_dataclass_arguments, build_from_namespace
 from onerec_lab.cli import DEBUG_VARIABLE, error_line
 from onerec_lab.experiment import EvaluationConfig, World, align, evaluate, open_world, recommender
 from onerec_lab.experiment.evaluation import PROXY, Policy
+from onerec_lab.experiment.machine import cpu_model
 from onerec_lab.experiment.plugins import load_command_plugins
 from policies.interface import Recommender
 from policies.onerec import OneRecPolicy
@@ -113,14 +115,26 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def study_machine(per_worker: bool = False) -> str:
-    """The machine line of a study's result: architecture, Python, torch, torch threads."""
-    return (f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
+    """The machine line of a study's result: architecture and CPU model (a world built on
+    another CPU model rounds differently, so its figures differ), Python, torch, threads."""
+    return (f"{platform.machine()} ({cpu_model()}), {platform.python_version()}, "
+            f"torch {torch.__version__}, "
             f"1 thread{' per worker' if per_worker else ''}")
 
 
 def mean_std(value: dict[str, float], digits: int) -> str:
     """A `spread` as "mean ± std" with `digits` decimals (a study table's cell)."""
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+def gap_text(first: dict[str, float], second: dict[str, float], digits: int,
+             unit: str = "") -> str:
+    """first - second of two `spread`s, with the gap in pooled standard deviations over
+    seeds (none when both are exact), e.g. "+120 s/session (+2.3 pooled std)"."""
+    gap = first["mean"] - second["mean"]
+    pooled = float(np.sqrt((first["std"] ** 2 + second["std"] ** 2) / 2))
+    return (f"{gap:+.{digits}f}{unit}"
+            + (f" ({gap / pooled:+.1f} pooled std)" if pooled > 0 else ""))
 
 
 def write_study(folder: str, name: str, preset: str, result: dict[str, Any],

@@ -79,7 +79,8 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("align",): Command(
         "onerec_lab.commands.align", "AlignArgs",
-        "post-train OneRec with RSFT, GRPO, ECPO, DPO or a plugin's method, before/after",
+        "post-train OneRec (RSFT, GRPO, ECPO, GBPO, TRL loss types, feedback RL, DPO, ...), "
+        "before/after",
     ),
     ("evaluate",): Command(
         "onerec_lab.commands.evaluate", "EvaluateArgs",

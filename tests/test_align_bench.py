@@ -1,5 +1,6 @@
 """The alignment studies at their smoke size, end to end: `onerec-lab bench alignment --preset
-smoke` (the command contract), then the hacking and ablation studies on the same cached world."""
+smoke` (the command contract), then the hacking, ablation, legality, stability and V2 studies
+on the same cached world."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import pytest
 
 from benchmarks.ablations import AblationBenchArgs
 from benchmarks.ablations import run as run_ablations
-from benchmarks.alignment import METHODS, REWARDS
+from benchmarks.alignment import FEEDBACK, METHODS, NEW_METHODS, NEW_REWARDS, REWARDS
 from benchmarks.hacking import HackingBenchArgs
 from benchmarks.hacking import run as run_hacking
 from benchmarks.legality import LegalityBenchArgs
 from benchmarks.legality import run as run_legality
 from benchmarks.stability import StabilityBenchArgs
 from benchmarks.stability import run as run_stability
+from benchmarks.v2 import INTERACTIONS, V2BenchArgs, legacy_cell, on_policy_cell, source_cell
+from benchmarks.v2 import PRESETS as V2_PRESETS
+from benchmarks.v2 import run as run_v2
 from tests.conftest import REPO_ROOT
 from tests.test_docs import plugin_file, readme_bench_command
 
@@ -64,8 +68,9 @@ def test_the_smoke_alignment_study_writes_its_tables_and_plots(smoke_alignment) 
     summary, cells = result["summary"], result["cells"]
     assert summary["ecpo_true_watch_time"]["mean"] > 0
     assert 0 <= summary["ecpo_no_format_legality"]["mean"] <= 1
-    expected = {"pretrained", "random", "popular", "cascade",
-                *(f"{method} on {reward}" for method in (*METHODS, "sb3_ppo") for reward in REWARDS)}
+    expected = {"pretrained", "random", "popular", "cascade", " on ".join(FEEDBACK),
+                *(f"{method} on {reward}" for method in (*METHODS, "sb3_ppo") for reward in REWARDS),
+                *(f"{method} on {reward}" for method in NEW_METHODS for reward in NEW_REWARDS)}
     assert expected <= set(cells)
     for cell in cells.values():
         assert cell["legality"]["mean"] >= 0 and cell["true_watch_time"]["mean"] >= 0
@@ -75,6 +80,7 @@ def test_the_smoke_alignment_study_writes_its_tables_and_plots(smoke_alignment) 
     table = (root / "results" / "alignment_smoke.md").read_text()
     assert "| pretrained |" in table and "| ecpo on pscore+format |" in table
     assert "| sb3_ppo on oracle |" in table and "| grpo large lr, unclipped |" in table
+    assert "| gbpo on oracle |" in table and "| feedback_rl on user feedback |" in table
 
 
 @pytest.mark.heavy
@@ -129,3 +135,32 @@ def test_the_smoke_stability_study_charts_negative_advantage_gradients(smoke_ali
     assert "| on-policy: grpo, lr 0.01 |" in text and "## Reading" in text
     assert "| on-policy: gbpo, lr 0.01 |" in text and "GBPO - GRPO true watch time" in text
     assert (root / "results" / "stability_smoke.png").is_file()
+
+
+@pytest.mark.heavy
+def test_the_smoke_v2_study_covers_sources_legacy_negatives_and_on_policy_shares(
+        smoke_alignment) -> None:
+    """`python -m benchmarks.v2 --preset smoke`: every cell of its three parts, the
+    interaction rates per impression, V2's tables quoted, and the factor on grad pi of the
+    negative samples when half of each group is the cascade's items: GRPO's |A| / pi (those
+    items have a low probability under the policy) far above GBPO's, at most |A| / (1 - pi)."""
+    root, _ = smoke_alignment
+    result = run_v2(smoke(V2BenchArgs, root))
+    table = result["table"]
+    preset = V2_PRESETS["smoke"]
+    assert {source_cell(source, loss) for source in ("reward model", "user feedback", "hybrid")
+            for loss in ("gbpo", "ecpo")} <= set(table)
+    assert {legacy_cell(share, loss) for share in (0.0, preset.legacy_share)
+            for loss in ("grpo", "ecpo", "gbpo")} <= set(table)
+    assert {on_policy_cell(share) for share in preset.on_policy_shares} <= set(table)
+    for figures in table.values():
+        assert 0 <= figures["legality"]["mean"] <= 1 and figures["views"]["mean"] >= 0
+        assert all(0 <= figures[f"{name}_rate"]["mean"] <= 1 for name in INTERACTIONS)
+    legacy = {loss: table[legacy_cell(preset.legacy_share, loss)] for loss in ("grpo", "gbpo")}
+    assert (legacy["grpo"]["largest_negative_pi_weight"]["max"]
+            > 10 * legacy["gbpo"]["largest_negative_pi_weight"]["max"])
+    text = (root / "results" / "v2_smoke.md").read_text()
+    assert "Command: `python -m benchmarks.v2 --preset smoke" in text
+    assert "stay time +0.269%, comments +15.472%" in text and "## Reading" in text
+    assert "| on-policy 0% |" in text and "| hybrid, gbpo |" in text
+    assert (root / "results" / "v2_smoke.png").is_file()

@@ -15,7 +15,7 @@ from envs.logs import SESSION_COLUMNS, LoggedSessions
 from onerec_lab.commands import align as align_command
 from onerec_lab.commands.align import AlignArgs, run
 from onerec_lab.commands.evaluate import EvaluateArgs
-from onerec_lab.experiment import AlignResult, Evaluation
+from onerec_lab.experiment import METHODS, AlignResult, Evaluation
 from onerec_lab.experiment import method as method_config
 from tests.conftest import REPO_ROOT
 from tests.test_pretrain import random_codec, small_logs, small_policy
@@ -134,6 +134,11 @@ def test_every_field_of_the_methods_config_is_an_option() -> None:
     rsft = _cli("align", "--method", "rsft", "--help")
     assert "--keep-fraction" in rsft.stdout and "--scale-rewards" not in rsft.stdout
     assert "--loss-type" not in ecpo.stdout  # fixed by the method's name
+    listed = " ".join(ecpo.stdout.split())  # the --method help, wrapped by argparse
+    built_in = [name for name, entry in METHODS.items()
+                if entry.trainer.__module__.startswith("trainers.")]
+    assert len(built_in) >= 12 and all(f" {name}," in listed or f" {name} " in listed
+                                       for name in built_in), listed
 
 
 def test_a_proxy_run_may_not_read_the_truth(world: tuple[Path, Path], tmp_path: Path) -> None:

@@ -98,3 +98,30 @@ def test_feedback_rl_trains_and_charts_its_advantages(logs, codec) -> None:
         dataclasses.replace(config, format_selection_k=2)
     with pytest.raises(ValueError, match="duration_base"):
         FeedbackRLConfig(duration_base=1.0)
+
+
+def test_a_hybrid_adds_the_reward_models_advantage(logs, codec) -> None:
+    """reward_model_weight w = 0.5: every advantage is the feedback's (+1, -1 or 0) plus w x
+    GRPO's group-normalised advantage of the spec on the same rollout, and a sample counts
+    where either source keeps it (so a sample feedback drops is trained on the model's)."""
+    from tests.test_align_trainers import FAST, make_trainer
+    from trainers.grpo import GRPOTrainer
+
+    seen = []
+
+    class Recording(FeedbackRLTrainer):
+        def prepare(self, batch):
+            prepared = super().prepare(batch)
+            seen.append((prepared, GRPOTrainer.advantages(self, batch)))
+            return prepared
+
+    config = FeedbackRLConfig(max_steps=2, reward_model_weight=0.5, **FAST)
+    make_trainer(Recording, config, logs, codec).train()
+    assert len(seen) == 2
+    for (advantages, mask), (model, model_mask) in seen:
+        feedback = (advantages - 0.5 * model).round(decimals=5)
+        assert torch.isin(feedback, torch.tensor([-1.0, 0.0, 1.0])).all()
+        assert torch.equal(mask, model_mask | (feedback != 0))  # kept by either source
+        assert model_mask.any() and (model[model_mask] != 0).any()
+    with pytest.raises(ValueError, match="reward_model_weight"):
+        FeedbackRLConfig(reward_model_weight=-1.0)

@@ -109,3 +109,33 @@ def test_a_legacy_samples_pi_old_is_the_policy_itself(loss_type: str, logs, code
         assert ratios[True] == pytest.approx(1.0, abs=1e-5)
     else:
         assert ratios[True] > 1e6
+
+
+def test_the_factor_on_grad_pi_of_a_legacy_negative(logs, codec) -> None:
+    """V2's argument, charted: at ratio 1 GRPO pushes a negative sample down with |A| grad pi
+    / pi (explodes as pi -> 0), GBPO with at most |A| grad pi / (1 - pi) (BCE's);
+    `charts/negative_pi_weight_max` is the largest such factor, checked against the item
+    probabilities of the policy itself."""
+    context = Context.from_observation(logs.contexts(np.arange(2)))
+    items = torch.tensor([[1, 2, 3, 4], [5, 6, 8, 9]])
+    codes = codec.encode(items)
+    advantages = torch.tensor([[1.0, -1.0, 0.5, -0.5], [-2.0, 1.0, 1.0, 0.0]])
+    prepared = Advantages(advantages, torch.ones(2, 4, dtype=torch.bool))
+    negative = advantages < 0
+    factors = {}
+    for loss_type in ("grpo", "gbpo"):
+        config = GRPOConfig(loss_type=loss_type, legacy_share=1.0, **FAST)
+        policy = small_policy(codec)
+        trainer = GRPOTrainer(policy, TOY, {"catalog": logs.catalog,
+                                            "legacy_policy": FixedLegacy([1, 2])},
+                              logs.catalog, SESSIONS, config, LoggedExamples(logs),
+                              metadata={"logs": "in memory"})
+        rollout = Rollout(codes, items, torch.zeros(2, 4), torch.ones(2, 4, dtype=torch.bool))
+        batch = RolloutBatch(context, rollout, torch.zeros(2, 4), None, torch.Generator())
+        charts = trainer.loss(batch, prepared)[1]
+        with torch.no_grad():
+            pi = policy.log_prob(context, codes).double().exp()  # (2, 4)
+        factors[loss_type] = float(charts["charts/negative_pi_weight_max"])
+        bound = advantages.abs().double() / (pi if loss_type == "grpo" else 1 - pi)
+        assert factors[loss_type] == pytest.approx(float(bound[negative].max()), rel=1e-4)
+    assert factors["grpo"] > 100 * factors["gbpo"]  # an untrained policy: every pi is small

@@ -6,7 +6,8 @@ Every policy answers the same simulated users (user i is `OneRecSession` reset w
 - `true_watch_time`: seconds watched per session (the oracle; what production cannot see),
   with its standard error over sessions, and `true_engagement` per session;
 - `session_length` (requests) and `leave_rate` (sessions the user ended);
-- `behaviour_rates`: each behaviour per impression;
+- `behaviour_rates`: each behaviour per impression, and `impressions_per_session` (items
+  shown; times the click rate, the views per session);
 - `proxy_reward`: the reward spec's mean over served slates (e.g. the P-score the policy was
   aligned with), when one is given;
 - `legality`: the share of served slots that hold an item (an illegal code is a blank);
@@ -76,6 +77,7 @@ class Evaluation:
     coverage: float  # share of the catalog shown at least once
     shown_duration_s: float  # mean duration of the shown items
     config: dict[str, Any]  # the EvaluationConfig
+    impressions_per_session: float = 0.0  # items shown per session (0 in older reports)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,6 +192,7 @@ def evaluate(recommender: Recommender, catalog: Catalog, session_config: Session
         coverage=float(shown_items.mean()),
         shown_duration_s=counts["duration"] / impressions,
         config=asdict(config),
+        impressions_per_session=counts["impressions"] / config.users,
     )
 
 

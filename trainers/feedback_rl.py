@@ -17,7 +17,11 @@ observed play time:
   feedback); A_i = 0 otherwise, and those samples are dropped. No normalisation.
 
 An illegal code is never shown, so it has no reaction and is dropped. The reward spec of the
-run is scored and charted (the proxy curve) but not optimised; the loss is the config's
+run is scored and charted (the proxy curve) but not optimised, unless `reward_model_weight`
+w > 0: then the run is a hybrid of both sources (V2's Table 7 compares reward model, user
+feedback and a hybrid; the report does not give its rule, this one is mine), A_i = A_i^feedback
++ w * A_i^model with A^model the spec's group-normalised advantage (GRPO's), kept wherever
+either is. The loss is the config's
 `loss_type`, GBPO by default (V2's pairing: a negative sample of low probability is pushed
 with a bounded force).
 
@@ -49,6 +53,7 @@ class FeedbackRLConfig(GRPOConfig):
     duration_base: float = 2.0  # beta of the duration buckets (V2: not given)
     duration_offset_s: float = 1.0  # eps, seconds (V2: not given)
     top_share: float = 0.25  # share of the batch's percentiles that earn A = +1 (V2: 25%)
+    reward_model_weight: float = 0.0  # w > 0: hybrid, + w x the spec's GRPO advantage (0: none)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +63,9 @@ class FeedbackRLConfig(GRPOConfig):
             raise ValueError(f"duration_offset_s must be > 0, got {self.duration_offset_s}")
         if not 0 < self.top_share < 1:
             raise ValueError(f"top_share must be in (0, 1), got {self.top_share}")
+        if not (math.isfinite(self.reward_model_weight) and self.reward_model_weight >= 0):
+            raise ValueError(f"reward_model_weight must be >= 0 (0: feedback only), got "
+                             f"{self.reward_model_weight}")
         if self.format_selection_k or self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("feedback RL takes its advantages from the user's reactions: "
                              "format_selection_k and multi_objective_aggregation do not apply")
@@ -144,6 +152,10 @@ class FeedbackRLTrainer(GRPOTrainer):
             "charts/feedback_positive_share": (prepared.advantages > 0).sum() / counted,
             "charts/feedback_negative_share": (prepared.advantages < 0).sum() / counted,
         }
+        if config.reward_model_weight > 0:  # hybrid: the reward model's advantage added
+            model = super().advantages(batch)
+            return Advantages(prepared.advantages + config.reward_model_weight * model.advantages,
+                              prepared.mask | model.mask)
         return prepared
 
     def loss(self, batch: RolloutBatch, prepared: Advantages | TokenAdvantages

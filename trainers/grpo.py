@@ -282,7 +282,10 @@ class GRPOTrainer(OnlineTrainer):
 
         `charts/negative_weight_max`: the largest |d J / d log pi(o_i|u)| x B G over those
         samples, the factor in front of grad log pi_i (GRPO: rho_i |A_i|, unbounded in rho;
-        ECPO: at most (1 + eps + delta) |A_i|; a TRL loss type: per code, x B G L). With
+        ECPO: at most (1 + eps + delta) |A_i|; a TRL loss type: per code, x B G L);
+        `charts/negative_pi_weight_max`: the largest factor in front of grad pi_i, that one
+        / pi_i (OneRec-V2's argument: at ratio 1, GRPO's and ECPO's |A_i| / pi_i explodes on
+        a negative of low probability, GBPO's is at most |A_i| / (1 - pi_i)). With
         `log_negative_gradient`, `charts/negative_grad_norm`: the norm of the parameter
         gradient of their part of the loss, sum_i over them of that factor x grad log pi_i
         / (B G). `log_probs` (B, G), or (B, G, L) per code.
@@ -293,11 +296,14 @@ class GRPOTrainer(OnlineTrainer):
             negative = negative[..., None].expand_as(log_probs)
         if not negative.any():  # every group had one reward: nothing is pushed down
             zero = log_probs.new_zeros(())
-            return {"charts/negative_weight_max": zero,
+            return {"charts/negative_weight_max": zero, "charts/negative_pi_weight_max": zero,
                     **({"charts/negative_grad_norm": zero}
                        if self.config.log_negative_gradient else {})}
         weights = sample_weights(loss, log_probs)  # the shape of log_probs
-        charts = {"charts/negative_weight_max": weights[negative].max()}
+        charts = {"charts/negative_weight_max": weights[negative].max(),
+                  "charts/negative_pi_weight_max":
+                      (weights[negative].double()
+                       * torch.exp(-log_probs.detach()[negative].double())).max()}
         if self.config.log_negative_gradient:
             # Same gradient as the loss's negative-advantage part: sum_i w_i grad log pi_i / (B G)
             # (for A_i < 0 the loss rises with log pi_i, so w_i = its slope x B G, pushing down)

@@ -4,15 +4,15 @@
         --steps 50 --seed 0 --out DIR --json
     onerec-lab align --plugin my_plugin.py --method my_grpo --policy CKPT --out DIR
 
-Methods: rsft, grpo, ecpo, dr_grpo, dpo and any a plugin registers; the options after the
-world's come from the chosen method's config (`onerec-lab align --method rsft --help`). The
-world (catalog, pathway lengths), the next-token co-training data and the P-score come from
-the logged sessions (`--logs`, default: the folder the checkpoint was trained on). The
-policy is evaluated in the simulator before and after (the same `--eval-users` users,
-unconstrained decoding): the proxy reward of served slates, the TRUE watch time per session
-and the legality of generated codes; when the proxy rose while the truth fell, the command
-says so. `--out` receives `checkpoint.pt` (resumed from when present), `tensorboard/`,
-`align.json` and `align.md`. Data-parallel RL:
+Methods: rsft, rwsft, grpo, ecpo, gbpo, dr_grpo, dapo, bnpo, cispo, sapo, feedback_rl, dpo and
+any that a plugin registers; the options after the world's come from the chosen method's config
+(`onerec-lab align --method rsft --help`). The world (catalog, pathway lengths), the next-token
+co-training data and the P-score come from the logged sessions (`--logs`, default: the folder
+the checkpoint was trained on). The policy is evaluated in the simulator before and after (the
+same `--eval-users` users, unconstrained decoding): the proxy reward of served slates, the TRUE
+watch time per session and the legality of generated codes; when the proxy rose while the truth
+fell, the command says so. `--out` receives `checkpoint.pt` (resumed from when present),
+`tensorboard/`, `align.json` and `align.md`. Data-parallel RL:
 
     torchrun --standalone --nproc_per_node=2 -m onerec_lab.cli -- align --policy CKPT ...
 """
@@ -39,7 +39,8 @@ class AlignArgs:
 
     policy: str  # checkpoint to start from (onerec-lab pretrain, or a previous align)
     out: str  # folder for the checkpoint, TensorBoard logs and report; resumed from if it has one
-    method: str = DEFAULT_METHOD  # alignment method: rsft, grpo, ecpo, dr_grpo, dpo, a plugin's
+    method: str = DEFAULT_METHOD  # alignment method: rsft, rwsft, grpo, ecpo, gbpo, dr_grpo,
+    # dapo, bnpo, cispo, sapo, feedback_rl, dpo, rsft_logs or a plugin's
     reward: str = "pscore + 0.5*format"  # reward spec (rewards/README.md)
     oracle: bool = False  # an oracle run: the reward may read the simulator's truth (`oracle`)
     logs: str | None = None  # logged sessions (world, co-training data); default: the policy's

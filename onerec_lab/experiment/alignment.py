@@ -4,12 +4,13 @@
                    evaluation=EvaluationConfig(users=200))
     result.after.true_watch_time, result.warning()
 
-The method comes from the registry (`methods.py`: rsft, grpo, ecpo, dr_grpo, dpo and any
-plugin's), its config from `config` or the method's defaults with `settings` replaced. The
-reward is a spec (`rewards/README.md`). A reward that reads the simulator's truth (the
-oracle) is refused unless the run declares itself an oracle run (`oracle=True`): a proxy run
-must never see the truth. With `evaluation`, the policy is evaluated before and after on the
-same users, and the result says plainly when the proxy rose while the truth fell.
+The method comes from the registry (`methods.py`: rsft, rwsft, grpo, ecpo, gbpo, dr_grpo, dapo,
+bnpo, cispo, sapo, feedback_rl, dpo and any plugin's), its config from `config` or the method's
+defaults with `settings` replaced. The reward is a spec (`rewards/README.md`). A reward that
+reads the simulator's truth (the oracle) is refused unless the run declares itself an oracle
+run (`oracle=True`): a proxy run must never see the truth. With `evaluation`, the policy is
+evaluated before and after on the same users, and the result says plainly when the proxy rose
+while the truth fell.
 """
 
 from __future__ import annotations
