@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,18 +226,19 @@ def shared_study(args: WorldStudyArgs, proxy_spec: str = PROXY) -> tuple[StudyPr
     return preset, _WORKER["study"]
 
 
-def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset,
-              workers: int) -> list[tuple[dict[str, Any], list[dict[str, float]] | None]]:
-    """Every task's evaluation and curve, in order: in this process (whose study
-    `start_worker` must have loaded) or, with workers > 1, in spawned processes with one
-    torch thread each (the runs are independent)."""
+def run_tasks(tasks: list[Task], world: Path, preset: StudyPreset, workers: int,
+              function: Callable[[Task], Any] = perform) -> list[Any]:
+    """`function` of every task (default `perform`: its evaluation and curve), in order: in
+    this process (whose study `start_worker` must have loaded) or, with workers > 1, in
+    spawned processes with one torch thread each (the runs are independent; `function`
+    must be a module-level function, so that it pickles)."""
     if workers <= 1:
-        return [perform(task) for task in tasks]
+        return [function(task) for task in tasks]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=start_worker,
                              initargs=(str(world), preset.eval_users,
                                        preset.eval_requests, loaded_plugins())) as pool:
-        return list(pool.map(perform, tasks))
+        return list(pool.map(function, tasks))
 
 
 def train_cells(tasks: list[Task], study: Study, preset: StudyPreset,

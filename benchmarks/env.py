@@ -7,6 +7,7 @@ for the smoke one):
 - impressions/s of the native vector env (1,024 users, slates of 10, all four pathways,
   autoresets included) against Gymnasium's SyncVectorEnv over single `OneRecSession` envs
   on the same users and slates, and the speedup;
+- the days env's (`OneRec/Days-v0`) cost per impression against the session env's, same run;
 - peak memory with 10,000 concurrent users;
 - realism: under the popularity policy, the simulated impressions that got a like or a hate
   (the same selection as KuaiRand's explicit-feedback subset) against the subset: how
@@ -31,6 +32,7 @@ import numpy as np
 from benchmarks.env_throughput import MAX_REQUESTS, BenchEnvArgs
 from benchmarks.env_throughput import run as bench_env
 from benchmarks.study import command_line, study_main, write_report
+from envs.days_env import OneRecDaysVectorEnv
 from envs.logging_policies import PopularPolicy
 from envs.logs import collect_sessions, summarise
 from envs.response import ResponseConfig
@@ -186,6 +188,28 @@ def _native_rate(users: int, steps: int, warm_history: int, reset_threads: int) 
             "impressions_per_cpu_s": impressions / cpu}
 
 
+def days_against_sessions(users: int, steps: int) -> dict[str, float]:
+    """Impressions per CPU-second of the days vector env (`OneRec/Days-v0`, 7-day episodes)
+    and of the session vector env on the same users and popularity slates, one after the
+    other in this run, and the days env's cost per impression relative to the session env's
+    (the target: at most 1.5)."""
+    catalog = make_catalog(5000, 0)
+    policy, rng = PopularPolicy(catalog), np.random.default_rng(0)
+    slates = [policy.act({"static": np.zeros((users, 1))}, rng) for _ in range(steps)]
+    rates = {}
+    for name, env in (("session", OneRecVectorEnv(num_envs=users, catalog=catalog,
+                                                  max_episode_steps=MAX_REQUESTS)),
+                      ("days", OneRecDaysVectorEnv(num_envs=users, catalog=catalog))):
+        env.reset(seed=0)
+        cpu = time.process_time()
+        impressions = sum(int(env.step(slate)[4]["shown"].sum()) for slate in slates)
+        rates[name] = impressions / (time.process_time() - cpu)
+        env.close()
+    return {"users": users, "steps": steps, "session_impressions_per_cpu_s": rates["session"],
+            "days_impressions_per_cpu_s": rates["days"],
+            "days_cost_per_impression_ratio": rates["session"] / rates["days"]}
+
+
 def cost_breakdown(users: int, repeats: int) -> dict[str, float]:
     """CPU milliseconds of the two kinds of work: a request (no session ends) and a new user,
     in the native env (batched) and in one `OneRecSession`."""
@@ -240,6 +264,7 @@ def run(args: EnvBenchArgs) -> dict[str, Any]:
     short_history = _native_rate(users=preset.users, steps=preset.short_history_steps,
                                  warm_history=500, reset_threads=threads)
     costs = cost_breakdown(preset.users, preset.new_user_repeats)
+    days = days_against_sessions(preset.users, preset.steps)
     simulated, summary = simulated_columns(preset.realism_users, 20, seed=0)
     sim_relations = relations(simulated)
     real_relations = relations(kuairand_columns(LIKEHATE)) if LIKEHATE.is_file() else None
@@ -267,6 +292,15 @@ def run(args: EnvBenchArgs) -> dict[str, Any]:
         f"| native, warm history of 500 (not 2,000) impressions | {short_history['users']} "
         f"| {bench['slate']} | {short_history['steps']} "
         f"| {short_history['impressions_per_s']:,.0f} |", "",
+        f"Days env (`OneRec/Days-v0`, 7-day episodes, sessions of at most 20 requests, the "
+        f"return model after each): {days['days_impressions_per_cpu_s']:,.0f} impressions per "
+        f"CPU-second against the session env's {days['session_impressions_per_cpu_s']:,.0f} "
+        f"on the same {days['users']} users and {days['steps']} popularity slates, measured "
+        f"one after the other: a cost per impression of "
+        f"**{days['days_cost_per_impression_ratio']:.2f}x** the session env's (target: at most "
+        "1.5x). A returning user keeps its state, so the days env draws far fewer new users "
+        "(a warm history and its lifelong k-means each) than the session env, whose users all "
+        "are new after 20 requests.", "",
         f"The native env draws new users in `SessionConfig.reset_threads` = {threads} threads "
         "while the main thread answers the request (numpy and the compiled lifelong k-means "
         "release the GIL); the reference's envs hold one user each and draw it in the main "
@@ -320,7 +354,7 @@ def run(args: EnvBenchArgs) -> dict[str, Any]:
         "first_env_seconds": first_env_seconds,
         "throughput": {k: v for k, v in bench.items() if k != "memory"},
         "memory": memory, "reset_threads": threads, "one_reset_thread": one_thread,
-        "short_warm_history": short_history, "cpu_costs": costs,
+        "short_warm_history": short_history, "cpu_costs": costs, "days_env": days,
         "simulated_summary": summary, "simulated_relations": sim_relations,
         "kuairand_relations": real_relations,
     }

@@ -127,12 +127,17 @@ def mean_std(value: dict[str, float], digits: int) -> str:
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
+def pooled_gap(first: dict[str, float], second: dict[str, float]) -> tuple[float, float]:
+    """first - second of two `spread`s, and their pooled standard deviation over seeds."""
+    return (first["mean"] - second["mean"],
+            float(np.sqrt((first["std"] ** 2 + second["std"] ** 2) / 2)))
+
+
 def gap_text(first: dict[str, float], second: dict[str, float], digits: int,
              unit: str = "") -> str:
     """first - second of two `spread`s, with the gap in pooled standard deviations over
     seeds (none when both are exact), e.g. "+120 s/session (+2.3 pooled std)"."""
-    gap = first["mean"] - second["mean"]
-    pooled = float(np.sqrt((first["std"] ** 2 + second["std"] ** 2) / 2))
+    gap, pooled = pooled_gap(first, second)
     return (f"{gap:+.{digits}f}{unit}"
             + (f" ({gap / pooled:+.1f} pooled std)" if pooled > 0 else ""))
 

@@ -136,15 +136,7 @@ class OneRecSession(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         check_options(options, (), "OneRecSession.reset")
-        if seed is not None:
-            seed = checked_seed(seed)
-        super().reset(seed=seed)
-        if seed is not None:
-            roots = seed_roots(np.array([seed]))
-        elif not self._seeded:
-            roots = self.np_random.integers(0, 2**63, size=1, dtype=np.uint64)
-        else:
-            roots = None  # the next user of the same stream
+        roots = single_user_roots(self, seed, self._seeded)
         self._seeded = True
         self.simulator.reset(_ONE_USER, roots)
         self._context = self.simulator.observation()
@@ -172,6 +164,20 @@ class OneRecSession(gym.Env[dict[str, np.ndarray], np.ndarray]):
         )
         reward = float(checked_rewards(output, self.reward_fn, 1)[0])
         return _single(self._context), reward, self._terminated, False, info
+
+
+def single_user_roots(env: gym.Env, seed: object, seeded: bool) -> np.ndarray | None:
+    """Gymnasium's reset seeding of a one-user env, and the root key (1,) of its next user:
+    the seed's, a draw of the env's `np_random` at the first unseeded reset, or None (the
+    next user of the same stream) once `seeded`. A bad seed is a ValueError naming it."""
+    if seed is not None:
+        seed = checked_seed(seed)
+    gym.Env.reset(env, seed=seed)
+    if seed is not None:
+        return seed_roots(np.array([seed]))
+    if not seeded:
+        return env.np_random.integers(0, 2**63, size=1, dtype=np.uint64)
+    return None
 
 
 def _single(batched: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -30,6 +30,7 @@ _COMPILED = {"cache": True, "nogil": True}  # compiled once per machine; threads
 PURPOSE_PROFILE = 1
 PURPOSE_WARM_HISTORY = 2
 PURPOSE_STEP = 3
+PURPOSE_RETURN = 4  # envs.days: the return model's draws after each session
 
 
 def mix64(values: np.ndarray) -> np.ndarray:

@@ -150,7 +150,7 @@ class Population:
         weights = -np.log(u[:, 5 + count:5 + 2 * count])  # Dirichlet(1) via exponentials
         weights /= weights.sum(axis=1, keepdims=True)  # (N, P)
         group = static[:, _AGE] * STATIC_CARDINALITIES[_GENDER] + static[:, _GENDER]
-        normal = _box_muller(u[:, 5 + 2 * count:])[:, :dims]  # (N, T)
+        normal = box_muller(u[:, 5 + 2 * count:])[:, :dims]  # (N, T)
         interest = (
             np.einsum("np,npt->nt", weights, self.leaf_centres[leaves])
             + config.group_tilt * self.group_taste[group]
@@ -245,7 +245,7 @@ def _alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return accept, alias
 
 
-def _box_muller(u: np.ndarray) -> np.ndarray:
+def box_muller(u: np.ndarray) -> np.ndarray:
     """Standard normals from pairs of uniforms: (N, 2M) -> (N, 2M)."""
     first, second = u[:, 0::2], u[:, 1::2]
     radius = np.sqrt(-2.0 * np.log(first))

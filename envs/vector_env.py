@@ -36,7 +36,66 @@ from envs.simulator import (
 from envs.streams import seed_roots
 
 
-class OneRecVectorEnv(VectorEnv):
+class UsersVectorEnv(VectorEnv):
+    """What the natively batched envs of N users share: Gymnasium's autoreset modes they
+    support, the lazily batched observation space, and which users a reset restarts with
+    which root keys. A subclass sets `num_envs`, `single_observation_space` and calls
+    `set_autoreset_mode` in its constructor."""
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    _batched_observation_space: spaces.Dict | None = None
+    _seeded = False
+
+    def set_autoreset_mode(self, autoreset_mode: AutoresetMode | str) -> None:
+        """NEXT_STEP or DISABLED (a ValueError naming any other)."""
+        supported = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
+        if autoreset_mode not in supported + tuple(choice.value for choice in supported):
+            raise ValueError(
+                f"autoreset_mode {autoreset_mode!r} is not supported; use "
+                f"{' or '.join(repr(choice.value) for choice in supported)} (AutoresetMode)"
+            )
+        self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode(autoreset_mode)}
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        """The batched observation space, built on first use: Gymnasium's Box keeps full
+        bounds arrays, ~45 KB per env here (450 MB for 10,000 envs) that stepping never needs."""
+        if self._batched_observation_space is None:
+            self._batched_observation_space = batch_space(self.single_observation_space,
+                                                          self.num_envs)
+        return self._batched_observation_space
+
+    def reset_rows(self, seed: int | list[int] | None, options: dict[str, Any] | None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The users a `reset(seed=..., options=...)` restarts (R,) and their root keys (R,)
+        (None: each env's next user), with Gymnasium's seeding of the env. Env i of a seed s
+        gets seed s + i; a list gives one seed per env; `options={"reset_mask": mask}`
+        restarts only the envs where mask (N,) bool is true."""
+        check_options(options, ("reset_mask",), f"{type(self).__name__}.reset")
+        rows = np.arange(self.num_envs)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                    f"got {mask.dtype} {mask.shape}"
+                )
+            rows = np.flatnonzero(mask)
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            first = checked_seed(seed, self.num_envs)
+            VectorEnv.reset(self, seed=first)
+            roots = seed_roots(first + rows)
+        elif seed is not None:
+            roots = seed_roots(checked_seed_list(seed, self.num_envs)[rows])
+        elif not self._seeded:
+            roots = self.np_random.integers(0, 2**63, size=rows.size, dtype=np.uint64)
+        else:
+            roots = None  # each env's next user
+        self._seeded = True
+        return rows, roots
+
+
+class OneRecVectorEnv(UsersVectorEnv):
     """N independent `OneRecSession` users as one natively batched vector env.
 
     Spaces, rewards and `info` keys are those of `OneRecSession` with a leading N (info
@@ -54,7 +113,6 @@ class OneRecVectorEnv(VectorEnv):
     as in `OneRecSession` (a ValueError naming a wrong or out-of-range argument).
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -71,14 +129,7 @@ class OneRecVectorEnv(VectorEnv):
                             catalog_seed)
         check_int(type(self).__name__, "num_envs", num_envs, 1)
         check_int(type(self).__name__, "max_episode_steps", max_episode_steps, 1)
-        supported = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
-        if autoreset_mode not in supported + tuple(choice.value for choice in supported):
-            raise ValueError(
-                f"autoreset_mode {autoreset_mode!r} is not supported; use "
-                f"{' or '.join(repr(choice.value) for choice in supported)} (AutoresetMode)"
-            )
-        mode = AutoresetMode(autoreset_mode)
-        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.set_autoreset_mode(autoreset_mode)
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.catalog = default_catalog(num_items, catalog_seed) if catalog is None else catalog
@@ -86,47 +137,16 @@ class OneRecVectorEnv(VectorEnv):
         self.reward_fn = true_engagement_reward if reward_fn is None else reward_fn
         self.simulator = SessionSimulator(self.catalog, self.config, num_users=num_envs)
         self.single_observation_space = observation_space(self.catalog, self.config)
-        self._batched_observation_space: spaces.Dict | None = None  # see observation_space
         self.single_action_space = action_space(self.catalog, self.config)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._context: dict[str, np.ndarray] | None = None  # (N, ...) answered next
         self._done = np.zeros(num_envs, dtype=bool)  # (N,) finished at the last step
         self._restarts: PendingReset | None = None  # the next step's new users, being drawn
-        self._seeded = False
-
-    @property
-    def observation_space(self) -> spaces.Dict:
-        """The batched observation space, built on first use: Gymnasium's Box keeps full
-        bounds arrays, ~45 KB per env here (450 MB for 10,000 envs) that stepping never needs."""
-        if self._batched_observation_space is None:
-            self._batched_observation_space = batch_space(self.single_observation_space,
-                                                          self.num_envs)
-        return self._batched_observation_space
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        check_options(options, ("reset_mask",), "OneRecVectorEnv.reset")
-        rows = np.arange(self.num_envs)
-        if options and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
-                    f"got {mask.dtype} {mask.shape}"
-                )
-            rows = np.flatnonzero(mask)
-        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            first = checked_seed(seed, self.num_envs)
-            super().reset(seed=first)
-            roots = seed_roots(first + rows)
-        elif seed is not None:
-            roots = seed_roots(checked_seed_list(seed, self.num_envs)[rows])
-        elif not self._seeded:
-            roots = self.np_random.integers(0, 2**63, size=rows.size, dtype=np.uint64)
-        else:
-            roots = None  # each env's next user
-        self._seeded = True
+        rows, roots = self.reset_rows(seed, options)
         self._cancel_restarts()
         self.simulator.reset(rows, roots)
         self._done[rows] = False

@@ -1,6 +1,6 @@
 """The alignment studies at their smoke size, end to end: `onerec-lab bench alignment --preset
-smoke` (the command contract), then the hacking, ablation, legality, stability and V2 studies
-on the same cached world."""
+smoke` (the command contract), then the hacking, ablation, legality, stability, V2 and retention
+studies on the same cached world."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from benchmarks.hacking import HackingBenchArgs
 from benchmarks.hacking import run as run_hacking
 from benchmarks.legality import LegalityBenchArgs
 from benchmarks.legality import run as run_legality
+from benchmarks.retention import RetentionBenchArgs
+from benchmarks.retention import run as run_retention
 from benchmarks.stability import StabilityBenchArgs
 from benchmarks.stability import run as run_stability
 from benchmarks.v2 import INTERACTIONS, V2BenchArgs, legacy_cell, on_policy_cell, source_cell
@@ -164,3 +166,24 @@ def test_the_smoke_v2_study_covers_sources_legacy_negatives_and_on_policy_shares
     assert "stay time +0.269%, comments +15.472%" in text and "## Reading" in text
     assert "| on-policy 0% |" in text and "| hybrid, gbpo |" in text
     assert (root / "results" / "v2_smoke.png").is_file()
+
+
+@pytest.mark.heavy
+def test_the_smoke_retention_study_judges_every_policy_on_the_session_and_the_horizon(
+        smoke_alignment) -> None:
+    """`python -m benchmarks.retention --preset smoke`: every policy (baselines, pre-trained,
+    the four trained designs incl. the plugin reward `freshness`) with its session and
+    horizon figures, and the reading's verdict per design."""
+    root, _ = smoke_alignment
+    result = run_retention(smoke(RetentionBenchArgs, root))
+    table = result["table"]
+    assert {"pre-trained", "cascade", "random", "ecpo on pscore+format", "ecpo on oracle",
+            "ecpo on pscore+format+freshness", "feedback_rl (gbpo)"} == set(table)
+    for figures in table.values():
+        assert figures["days_watch_time"]["mean"] >= figures["days_watch_time_per_session"]["mean"]
+        assert figures["days_sessions"]["mean"] >= 1
+        assert 0 <= figures["days_next_day_retention"]["mean"] <= 1
+    text = (root / "results" / "retention_smoke.md").read_text()
+    assert "`ecpo` on `pscore + 0.5*format + 0.3*freshness`" in text
+    assert text.count("against pre-trained: session") == 4
+    assert (root / "results" / "retention_smoke.png").is_file()

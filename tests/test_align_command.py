@@ -210,3 +210,22 @@ def test_the_command_prints_the_warning(monkeypatch: pytest.MonkeyPatch, capsys,
     result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), json=True))
     assert result["proxy_rose_truth_fell"] is True
     assert capsys.readouterr().err.startswith("warning: the proxy rose (0.628 -> 0.646)")
+
+
+def test_evaluate_days_prints_the_long_term_figures(world: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    """`onerec-lab evaluate --policy CKPT --days 2`: the long-term truth of 3 users over 2
+    days (sessions of at most 3 requests), with its files; a bad horizon is one clear line."""
+    _, checkpoint = world
+    completed = _cli("evaluate", "--policy", str(checkpoint), "--days", "2", "--users", "3",
+                     "--requests", "3", "--json", "--out", str(tmp_path / "days"))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    figures = json.loads(completed.stdout)
+    assert figures["users"] == 3 and figures["days"] == 2
+    assert figures["sessions"] >= 1 and 1 <= figures["active_days"] <= 3
+    assert figures["watch_time"] >= figures["watch_time_per_session"] > 0
+    assert 0 <= figures["return_rate"] < 1 and 0 <= figures["next_day_retention"] <= 1
+    assert (tmp_path / "days" / "evaluation_days.md").is_file()
+    refused = _cli("evaluate", "--policy", str(checkpoint), "--days", "100")
+    assert refused.returncode != 0 and "days must be in (0, 62]" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

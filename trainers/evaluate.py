@@ -122,6 +122,52 @@ def _subset(observation: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str
     return {key: value[rows] for key, value in observation.items()}
 
 
+class ServedSlates:
+    """Running counts of the slates a policy served and what was shown of them: legality,
+    diversity, coverage, behaviours, durations and the proxy reward (`evaluate`'s and
+    `trainers.evaluate_days`'s figures of the served slates)."""
+
+    def __init__(self, catalog: Catalog, proxy_reward: RewardModel | None) -> None:
+        self.catalog, self.proxy = catalog, proxy_reward
+        self.leaf = catalog.category[:, 2]
+        self.counts = {"slots": 0, "filled": 0, "impressions": 0, "slates": 0,
+                       "categories": 0, "proxy": 0.0, "duration": 0.0}
+        self.behaviours = np.zeros(len(BEHAVIOURS))
+        self.shown_items = np.zeros(catalog.num_items, dtype=bool)
+        self.columns = [feedback_index(name) for name in BEHAVIOURS]
+
+    def add(self, served: np.ndarray, answered: Mapping[str, np.ndarray], feedback: np.ndarray,
+            shown: np.ndarray) -> None:
+        """One request of R users: served (R, S), the observation answered (R, ...), the
+        feedback (R, S, F) and what was shown (R, S)."""
+        counts = self.counts
+        if self.proxy is not None:  # with the true feedback, so an oracle term works too
+            batch = RewardInput(items=served, context=answered, feedback=feedback)
+            counts["proxy"] += float(self.proxy(batch).total.double().sum())
+        counts["slots"] += served.size
+        counts["filled"] += int((served != BLANK).sum())
+        counts["impressions"] += int(shown.sum())
+        counts["slates"] += served.shape[0]
+        categories = np.where(shown, self.leaf[np.maximum(served, 0)], -1)
+        distinct = (np.diff(np.sort(categories, axis=1), axis=1) != 0).sum(1) + 1
+        counts["categories"] += int((distinct - (categories == -1).any(1)).sum())
+        self.behaviours += feedback[shown][:, self.columns].sum(0)
+        self.shown_items[served[shown]] = True
+        counts["duration"] += float(self.catalog.duration_s[served[shown]].sum())
+
+    def proxy_reward(self) -> float | None:
+        return None if self.proxy is None else self.counts["proxy"] / self.counts["slates"]
+
+    def legality(self) -> float:
+        return self.counts["filled"] / self.counts["slots"]
+
+    def diversity(self) -> float:
+        return self.counts["categories"] / self.counts["slates"]
+
+    def coverage(self) -> float:
+        return float(self.shown_items.mean())
+
+
 def evaluate(recommender: Recommender, catalog: Catalog, session_config: SessionConfig,
              config: EvaluationConfig, proxy_reward: RewardModel | None = None) -> Evaluation:
     """Run `config.users` sessions of `recommender` in the simulator; the figures above."""
@@ -131,14 +177,9 @@ def evaluate(recommender: Recommender, catalog: Catalog, session_config: Session
             f"the recommender serves slates of {recommender.slate_size} items but the world's "
             f"slate_size is {slate_size}; build it with slate_size={slate_size}"
         )
-    leaf = catalog.category[:, 2]
     totals = {"watch": np.zeros(config.users), "engagement": np.zeros(config.users),
               "requests": np.zeros(config.users), "left": np.zeros(config.users, dtype=bool)}
-    counts = {"slots": 0, "filled": 0, "impressions": 0, "slates": 0, "categories": 0,
-              "proxy": 0.0, "duration": 0.0}
-    behaviours = np.zeros(len(BEHAVIOURS))
-    shown_items = np.zeros(catalog.num_items, dtype=bool)
-    columns = [feedback_index(name) for name in BEHAVIOURS]
+    slates = ServedSlates(catalog, proxy_reward)
     for first in range(0, config.users, config.batch_size):
         size = min(config.batch_size, config.users - first)
         env = OneRecVectorEnv(num_envs=size, max_episode_steps=config.max_requests,
@@ -154,27 +195,15 @@ def evaluate(recommender: Recommender, catalog: Catalog, session_config: Session
             slate[rows] = served  # finished sessions get blanks; their answers are ignored
             answered = _subset(observation, rows)  # the context the slates are served in
             observation, _, terminated, truncated, info = env.step(slate)
-            if proxy_reward is not None:  # with the true feedback, so an oracle term works too
-                batch = RewardInput(items=served, context=answered, feedback=info["feedback"][rows])
-                counts["proxy"] += float(proxy_reward(batch).total.double().sum())
+            slates.add(served, answered, info["feedback"][rows], info["shown"][rows])
             users = first + rows
             totals["watch"][users] += info["true_watch_time"][rows]
             totals["engagement"][users] += info["true_engagement"][rows]
             totals["requests"][users] += 1
             totals["left"][users] |= terminated[rows]
-            shown = info["shown"][rows]  # (R, S)
-            counts["slots"] += served.size
-            counts["filled"] += int((served != BLANK).sum())
-            counts["impressions"] += int(shown.sum())
-            counts["slates"] += rows.size
-            categories = np.where(shown, leaf[np.maximum(served, 0)], -1)
-            distinct = (np.diff(np.sort(categories, axis=1), axis=1) != 0).sum(1) + 1
-            counts["categories"] += int((distinct - (categories == -1).any(1)).sum())
-            behaviours += info["feedback"][rows][shown][:, columns].sum(0)
-            shown_items[served[shown]] = True
-            counts["duration"] += float(catalog.duration_s[served[shown]].sum())
             active &= ~(terminated | truncated)
         env.close()
+    counts = slates.counts
     impressions = max(counts["impressions"], 1)
     return Evaluation(
         users=config.users,
@@ -185,11 +214,11 @@ def evaluate(recommender: Recommender, catalog: Catalog, session_config: Session
         session_length=float(totals["requests"].mean()),
         leave_rate=float(totals["left"].mean()),
         behaviour_rates={name: float(value / impressions)
-                         for name, value in zip(BEHAVIOURS, behaviours, strict=True)},
-        proxy_reward=None if proxy_reward is None else counts["proxy"] / counts["slates"],
-        legality=counts["filled"] / counts["slots"],
-        diversity=counts["categories"] / counts["slates"],
-        coverage=float(shown_items.mean()),
+                         for name, value in zip(BEHAVIOURS, slates.behaviours, strict=True)},
+        proxy_reward=slates.proxy_reward(),
+        legality=slates.legality(),
+        diversity=slates.diversity(),
+        coverage=slates.coverage(),
         shown_duration_s=counts["duration"] / impressions,
         config=asdict(config),
         impressions_per_session=counts["impressions"] / config.users,
