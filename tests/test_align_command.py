@@ -229,3 +229,20 @@ def test_evaluate_days_prints_the_long_term_figures(world: tuple[Path, Path],
     refused = _cli("evaluate", "--policy", str(checkpoint), "--days", "100")
     assert refused.returncode != 0 and "days must be in (0, 62]" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_align_judges_the_long_term_truth_before_and_after(world: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """`--eval-days 1`: the same 3 users judged over a day before and after the run, beside
+    the session figures, in the printed result and in align.md."""
+    _, checkpoint = world
+    training = method_config("ecpo").make_config(max_steps=1, users_per_step=2,
+                                                 num_generations=4)
+    result = run(AlignArgs(policy=str(checkpoint), out=str(tmp_path), method="ecpo",
+                           reward="format", training=training, eval_users=3, eval_requests=2,
+                           candidates=10, eval_days=1.0, json=True))
+    for name in ("watch_time", "sessions", "active_days", "next_day_retention"):
+        assert result[f"horizon_{name}_before"] >= 0 and result[f"horizon_{name}_after"] >= 0
+    assert result["before_days"]["users"] == 3 and result["before_days"]["days"] == 1.0
+    assert result["horizon_sessions_before"] >= 1
+    assert "Over 1 days (OneRec/Days-v0)" in (tmp_path / "align.md").read_text()

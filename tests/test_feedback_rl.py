@@ -125,3 +125,33 @@ def test_a_hybrid_adds_the_reward_models_advantage(logs, codec) -> None:
         assert model_mask.any() and (model[model_mask] != 0).any()
     with pytest.raises(ValueError, match="reward_model_weight"):
         FeedbackRLConfig(reward_model_weight=-1.0)
+
+
+def test_feedback_advantages_never_read_the_simulators_expectation(logs, codec) -> None:
+    """The advantages come from drawn reactions only: with `expected_feedback` (the oracle's
+    expectation, which the run still charts as the truth) made to fail while they are
+    computed, a run trains as before; the draws are read."""
+    from tests.test_align_trainers import FAST, make_trainer
+
+    calls = {"observed": 0}
+
+    class Guarded(FeedbackRLTrainer):
+        def advantages(self, batch):
+            users = self.users
+            expected, observed = users.expected_feedback, users.observed_feedback
+
+            def refuse(*args, **kwargs):
+                raise AssertionError("feedback RL read the simulator's expected feedback")
+
+            def counted(*args, **kwargs):
+                calls["observed"] += 1
+                return observed(*args, **kwargs)
+
+            users.expected_feedback, users.observed_feedback = refuse, counted
+            try:
+                return super().advantages(batch)
+            finally:
+                users.expected_feedback, users.observed_feedback = expected, observed
+
+    history = make_trainer(Guarded, FeedbackRLConfig(max_steps=2, **FAST), logs, codec).train()
+    assert len(history.history) == 2 and calls["observed"] == 2

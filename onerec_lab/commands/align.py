@@ -11,8 +11,10 @@ co-training data and the P-score come from the logged sessions (`--logs`, defaul
 the checkpoint was trained on). The policy is evaluated in the simulator before and after (the
 same `--eval-users` users, unconstrained decoding): the proxy reward of served slates, the TRUE
 watch time per session and the legality of generated codes; when the proxy rose while the truth
-fell, the command says so. `--out` receives `checkpoint.pt` (resumed from when present),
-`tensorboard/`, `align.json` and `align.md`. Data-parallel RL:
+fell, the command says so; with `--eval-days N` the same users are also judged over N days of
+`OneRec/Days-v0` (watch time over the horizon, active days, retention) before and after.
+`--out` receives `checkpoint.pt` (resumed from when present), `tensorboard/`, `align.json` and
+`align.md`. Data-parallel RL:
 
     torchrun --standalone --nproc_per_node=2 -m onerec_lab.cli -- align --policy CKPT ...
 """
@@ -25,7 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from envs.days import DaysConfig
 from onerec_lab.experiment import EvaluationConfig, World, align, method
+from onerec_lab.experiment.alignment import LONG_TERM_FIGURES
 from rewards import parse_spec
 from trainers.evaluate import EVALUATION_SEED
 from trainers.online import OnlineConfig
@@ -53,6 +57,8 @@ class AlignArgs:
     eval_requests: int = 20  # most requests per evaluated session
     eval_seed: int = EVALUATION_SEED  # first user seed of the evaluation
     candidates: int = 20  # beams per request when evaluating; the top slate_size are served
+    eval_days: float | None = None  # also judge the same users over this many days
+    # (OneRec/Days-v0) before and after: the long-term truth beside the session's
     plugin: tuple[str, ...] = field(  # a Python file or module registering rewards/methods
         default=(), metadata={"repeatable": True})
     json: bool = False  # print one JSON object (and no progress bar)
@@ -64,6 +70,8 @@ class AlignArgs:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         self.training = entry.make_config(self.training)  # a config of another method: an error
+        if self.eval_days is not None:
+            DaysConfig(days=self.eval_days, session_requests=self.eval_requests)  # early error
 
 
 def nested_options(options: list[str]) -> dict[str, Any]:
@@ -81,7 +89,9 @@ def run(args: AlignArgs) -> dict[str, Any]:
     result = align(world, args.method, args.reward, training, start=args.policy, out=args.out,
                    oracle=args.oracle, candidates=args.candidates,
                    evaluation=EvaluationConfig(users=args.eval_users, seed=args.eval_seed,
-                                               max_requests=args.eval_requests))
+                                               max_requests=args.eval_requests),
+                   days=None if args.eval_days is None else DaysConfig(
+                       days=args.eval_days, session_requests=args.eval_requests))
     if result.warning():
         print(result.warning(), file=sys.stderr)
     printed = {key: value for key, value in result.to_dict().items() if key != "history"}
@@ -100,6 +110,11 @@ def print_human(result: dict[str, Any]) -> None:
     for name in ("true_watch_time", "proxy_reward", "legality", "session_length", "diversity",
                  "coverage"):
         table.add_row(name, f"{result[name + '_before']:.4g}", f"{result[name + '_after']:.4g}")
+    for name in LONG_TERM_FIGURES:
+        if f"horizon_{name}_before" in result:
+            table.add_row(f"{name} over {result['before_days']['days']:g} days",
+                          f"{result[f'horizon_{name}_before']:.4g}",
+                          f"{result[f'horizon_{name}_after']:.4g}")
     console = Console()
     console.print(table)
     console.print(f"{result['steps']} steps, {result['seconds']:.0f} s; checkpoint "

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envs.days import DaysConfig
 from envs.files import atomic_write_text, file_fingerprint
 from onerec_lab.experiment.evaluation import (
     PROXY,
@@ -38,8 +39,11 @@ from policies.onerec import OneRecPolicy
 from rewards import PScoreModel, RewardModel, truth_terms
 from trainers.checkpoint import training_metadata
 from trainers.evaluate import Evaluation, EvaluationConfig, evaluation_markdown
+from trainers.evaluate_days import LongTermEvaluation, evaluate_days, long_term_markdown
 from trainers.pretrain import process_rank
 
+LONG_TERM_FIGURES = ("watch_time", "sessions", "active_days", "next_day_retention",
+                     "return_rate", "churn_rate", "coverage")  # flattened into to_dict()
 HACKING_STANDARD_ERRORS = 2.0  # a fall of the truth counts when beyond this many standard errors
 
 
@@ -59,6 +63,8 @@ class AlignResult:
     config: dict[str, Any]  # the method's config
     before: Evaluation | None = None  # the starting policy's evaluation (None: not asked)
     after: Evaluation | None = None  # the trained policy's, on the same users
+    before_days: LongTermEvaluation | None = None  # over days (None: not asked)
+    after_days: LongTermEvaluation | None = None  # the trained policy's, the same users
     policy: OneRecPolicy | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -94,6 +100,10 @@ class AlignResult:
                 for name in ("proxy_reward", "true_watch_time", "legality", "session_length",
                              "diversity", "coverage"):
                     result[f"{name}_{when}"] = getattr(figures, name)
+        for when, figures in (("before", self.before_days), ("after", self.after_days)):
+            if figures is not None:
+                for name in LONG_TERM_FIGURES:
+                    result[f"horizon_{name}_{when}"] = getattr(figures, name)
         result["proxy_rose_truth_fell"] = self.proxy_rose_truth_fell
         result["warning"] = self.warning()
         return result
@@ -103,11 +113,13 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
           start: OneRecPolicy | str | Path | None = None, pscore: PScoreModel | None = None,
           out: str | Path | None = None, oracle: bool = False,
           evaluation: EvaluationConfig | None = None, candidates: int = 20,
-          **settings: Any) -> AlignResult:
+          days: DaysConfig | None = None, **settings: Any) -> AlignResult:
     """Train a copy of `start` (default: the world's pre-trained policy) with `method` on
     `reward` (a spec or a built reward); `settings` are fields of the method's config. With
     `out`, the run writes its checkpoint (resumed from when there, if trained on the same
-    logs), TensorBoard, `align.json` and `align.md` there."""
+    logs), TensorBoard, `align.json` and `align.md` there. With `evaluation` and `days`, the
+    same users are also judged over that many days before and after (`OneRec/Days-v0`, the
+    long-term truth beside the session's)."""
     started = time.perf_counter()
     entry = find_method(method)
     if out is not None:
@@ -131,6 +143,11 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
         lambda: evaluate(world, policy, evaluation, reward, resources["pscore_model"],
                          candidates))
     before = None if measure is None else measure()
+    measure_days = None if evaluation is None or days is None else (
+        lambda: evaluate_days(recommender(world, policy, candidates), world.catalog,
+                              world.session_config, days, evaluation.users, evaluation.seed,
+                              proxy_reward(world, reward, resources["pscore_model"])))
+    before_days = None if measure_days is None else measure_days()
     trainer = entry.trainer(
         policy, reward, resources, world.catalog, world.session_config, config, world.examples,
         metadata={"logs": str(world.logs_folder.resolve()), "method": method,
@@ -139,13 +156,15 @@ def align(world: World, method: str, reward: str | RewardModel = PROXY, config: 
                   "oracle_run": oracle})
     outcome = trainer.train()
     after = None if measure is None else measure()
+    after_days = None if measure_days is None else measure_days()
     result = AlignResult(
         method=method, reward=trainer.reward, history=outcome.history, steps=outcome.steps,
         resumed_from_step=outcome.resumed_from_step,
         seconds=round(time.perf_counter() - started, 1), checkpoint=outcome.checkpoint,
         world=world.fingerprint, oracle_run=oracle, config=json.loads(json.dumps(
             asdict(config), default=str)),
-        before=before, after=after, policy=policy)
+        before=before, after=after, before_days=before_days, after_days=after_days,
+        policy=policy)
     if out is not None and process_rank() == 0:
         _write_report(RunLayout(Path(out)), result)
     return result
@@ -199,6 +218,10 @@ def _write_report(layout: RunLayout, result: AlignResult) -> None:
     if result.before is not None and result.after is not None:
         lines.append(evaluation_markdown({"before": result.before,
                                           f"after {result.method}": result.after}))
+    if result.before_days is not None and result.after_days is not None:
+        lines += ["", f"Over {result.before_days.days:g} days (OneRec/Days-v0):", "",
+                  long_term_markdown({"before": result.before_days,
+                                      f"after {result.method}": result.after_days})]
     if result.warning():
         lines += ["", f"**{result.warning()}**"]
     atomic_write_text(layout.report("align", "md"), "\n".join(lines) + "\n")
