@@ -92,6 +92,15 @@ PRESETS = {
 }
 NTP_WEIGHT = 1.0  # next-token co-training weight (OneRec co-trains instead of a KL term); at
 # 0.1 ECPO drifted off the logged items and lost legality and true watch time
+CURVE_CHARTS = ("charts/true_watch_time", "charts/legality")  # kept per step of every run
+
+
+def curve(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """What the results file keeps of a run's steps: the rewards (each term, the proxy) and
+    the truth and legality of the rollouts (every other metric is in the run's TensorBoard)."""
+    return [{key: value for key, value in step.items()
+             if key.startswith("rewards/") or key in CURVE_CHARTS} for step in history]
+
 HEADLINE = ("ecpo", "pscore+format")
 ORACLE = "oracle"  # the design that optimises the truth itself: the study's only oracle run
 
@@ -279,7 +288,7 @@ def run(args: AlignmentBenchArgs) -> dict[str, Any]:
         if history is not None and task.run.startswith("stability "):
             stability[task.method] = history
         elif history is not None:
-            curves[task.run] = history
+            curves[task.run] = curve(history)
     weak_no_format = cells["ecpo on pscore, ntp 0.1"]["runs"]
     for cell in cells.values():
         cell["summary"] = _summarise(cell["runs"])

@@ -16,10 +16,10 @@ from gymnasium.vector.utils import batch_space
 from envs.catalog import Catalog
 from envs.days import DaysConfig, DaysSimulator, DaysStep
 from envs.session_env import (
-    check_env_arguments,
     check_int,
     check_options,
     checked_rewards,
+    env_world,
     single_user_roots,
 )
 from envs.simulator import (
@@ -27,9 +27,7 @@ from envs.simulator import (
     SessionConfig,
     SlateRewardFn,
     action_space,
-    default_catalog,
     observation_space,
-    true_engagement_reward,
     validate_slate,
 )
 from envs.vector_env import UsersVectorEnv
@@ -122,12 +120,9 @@ class OneRecDays(gym.Env[dict[str, np.ndarray], np.ndarray]):
         num_items: int = DEFAULT_NUM_ITEMS,
         catalog_seed: int = 0,
     ) -> None:
-        check_env_arguments(type(self).__name__, catalog, config, reward_fn, num_items,
-                            catalog_seed)
-        self.catalog = default_catalog(num_items, catalog_seed) if catalog is None else catalog
-        self.config = SessionConfig() if config is None else config
+        self.catalog, self.config, self.reward_fn = env_world(
+            type(self).__name__, catalog, config, reward_fn, num_items, catalog_seed)
         self.days_config = _check_days_config(type(self).__name__, days_config)
-        self.reward_fn = true_engagement_reward if reward_fn is None else reward_fn
         self.simulator = DaysSimulator(self.catalog, self.config, self.days_config, 1)
         self.observation_space = observation_space(self.catalog, self.config)
         self.action_space = action_space(self.catalog, self.config)
@@ -193,14 +188,12 @@ class OneRecDaysVectorEnv(UsersVectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         owner = type(self).__name__
-        check_env_arguments(owner, catalog, config, reward_fn, num_items, catalog_seed)
+        self.catalog, self.config, self.reward_fn = env_world(
+            owner, catalog, config, reward_fn, num_items, catalog_seed)
         check_int(owner, "num_envs", num_envs, 1)
         self.set_autoreset_mode(autoreset_mode)
         self.num_envs = num_envs
-        self.catalog = default_catalog(num_items, catalog_seed) if catalog is None else catalog
-        self.config = SessionConfig() if config is None else config
         self.days_config = _check_days_config(owner, days_config)
-        self.reward_fn = true_engagement_reward if reward_fn is None else reward_fn
         self.simulator = DaysSimulator(self.catalog, self.config, self.days_config, num_envs)
         self.single_observation_space = observation_space(self.catalog, self.config)
         self.single_action_space = action_space(self.catalog, self.config)

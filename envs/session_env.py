@@ -120,11 +120,8 @@ class OneRecSession(gym.Env[dict[str, np.ndarray], np.ndarray]):
         num_items: int = DEFAULT_NUM_ITEMS,
         catalog_seed: int = 0,
     ) -> None:
-        check_env_arguments(type(self).__name__, catalog, config, reward_fn, num_items,
-                            catalog_seed)
-        self.catalog = default_catalog(num_items, catalog_seed) if catalog is None else catalog
-        self.config = SessionConfig() if config is None else config
-        self.reward_fn = true_engagement_reward if reward_fn is None else reward_fn
+        self.catalog, self.config, self.reward_fn = env_world(
+            type(self).__name__, catalog, config, reward_fn, num_items, catalog_seed)
         self.simulator = SessionSimulator(self.catalog, self.config, num_users=1)
         self.observation_space = observation_space(self.catalog, self.config)
         self.action_space = action_space(self.catalog, self.config)
@@ -202,6 +199,17 @@ def check_env_arguments(owner: str, catalog: object, config: object, reward_fn: 
                          f"{type(reward_fn).__name__} {reprlib.repr(reward_fn)}")
     check_int(owner, "num_items", num_items, 2)
     check_int(owner, "catalog_seed", catalog_seed, 0)
+
+
+def env_world(owner: str, catalog: Catalog | None, config: SessionConfig | None,
+              reward_fn: SlateRewardFn | None, num_items: int,
+              catalog_seed: int) -> tuple[Catalog, SessionConfig, SlateRewardFn]:
+    """An env's checked arguments with their defaults: the catalog (a synthetic one of
+    `num_items` from `catalog_seed` when None), the session config and the reward."""
+    check_env_arguments(owner, catalog, config, reward_fn, num_items, catalog_seed)
+    return (default_catalog(num_items, catalog_seed) if catalog is None else catalog,
+            SessionConfig() if config is None else config,
+            true_engagement_reward if reward_fn is None else reward_fn)
 
 
 def check_int(owner: str, name: str, value: object, minimum: int) -> None:

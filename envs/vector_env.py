@@ -14,12 +14,12 @@ from gymnasium.vector.utils import batch_space
 
 from envs.catalog import Catalog
 from envs.session_env import (
-    check_env_arguments,
     check_int,
     check_options,
     checked_rewards,
     checked_seed,
     checked_seed_list,
+    env_world,
 )
 from envs.simulator import (
     DEFAULT_NUM_ITEMS,
@@ -28,9 +28,7 @@ from envs.simulator import (
     SessionSimulator,
     SlateRewardFn,
     action_space,
-    default_catalog,
     observation_space,
-    true_engagement_reward,
     validate_slate,
 )
 from envs.streams import seed_roots
@@ -125,16 +123,13 @@ class OneRecVectorEnv(UsersVectorEnv):
         catalog_seed: int = 0,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        check_env_arguments(type(self).__name__, catalog, config, reward_fn, num_items,
-                            catalog_seed)
+        self.catalog, self.config, self.reward_fn = env_world(
+            type(self).__name__, catalog, config, reward_fn, num_items, catalog_seed)
         check_int(type(self).__name__, "num_envs", num_envs, 1)
         check_int(type(self).__name__, "max_episode_steps", max_episode_steps, 1)
         self.set_autoreset_mode(autoreset_mode)
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
-        self.catalog = default_catalog(num_items, catalog_seed) if catalog is None else catalog
-        self.config = SessionConfig() if config is None else config
-        self.reward_fn = true_engagement_reward if reward_fn is None else reward_fn
         self.simulator = SessionSimulator(self.catalog, self.config, num_users=num_envs)
         self.single_observation_space = observation_space(self.catalog, self.config)
         self.single_action_space = action_space(self.catalog, self.config)
